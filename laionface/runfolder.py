@@ -1,0 +1,130 @@
+"""The run folder (DESIGN.md): where each file of a run lives, and atomic writes.
+
+A part is done when `_done/part-NNNNN.json` exists; it is written last, so resume is a glob.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .schema import validate
+
+
+@contextlib.contextmanager
+def atomic_path(final: Path) -> Iterator[Path]:
+    """Yield a temp path beside `final`; rename it over `final` only if the block succeeds."""
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, final)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def write_parquet(table: pa.Table, path: Path, schema: pa.Schema | None = None) -> None:
+    """Validate against `schema` (when given) and write atomically.
+
+    No timestamps or uuids go into the file, so the same table gives the same bytes.
+    """
+    if schema is not None:
+        validate(table, schema, where=str(path))
+        table = table.replace_schema_metadata(schema.metadata)
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp, compression="zstd", write_statistics=True)
+
+
+def write_json(obj: object, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def part_name(part: int) -> str:
+    return f"part-{part:05d}"
+
+
+@dataclass(frozen=True)
+class RunFolder:
+    root: Path
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "root", Path(self.root))
+
+    # -- per-part files -------------------------------------------------------------
+    def candidates(self, part: int) -> Path:
+        return self.root / "candidates" / f"{part_name(part)}.parquet"
+
+    def raw(self, part: int) -> Path:
+        return self.root / "raw" / part_name(part)
+
+    def samples(self, part: int) -> Path:
+        return self.root / "manifests" / "samples" / f"{part_name(part)}.parquet"
+
+    def faces(self, part: int) -> Path:
+        return self.root / "manifests" / "faces" / f"{part_name(part)}.parquet"
+
+    def laion_face(self, part: int) -> Path:
+        return self.root / "laion_face" / part_name(part)
+
+    def laion_face_cropped(self, part: int) -> Path:
+        return self.root / "laion_face_cropped" / part_name(part)
+
+    def done_marker(self, part: int) -> Path:
+        return self.root / "_done" / f"{part_name(part)}.json"
+
+    def failed_marker(self, part: int) -> Path:
+        return self.root / "_failed" / f"{part_name(part)}.json"
+
+    # -- run-level files --------------------------------------------------------------
+    @property
+    def stats(self) -> Path:
+        return self.root / "stats.json"
+
+    @property
+    def report(self) -> Path:
+        return self.root / "report.html"
+
+    @property
+    def config(self) -> Path:
+        return self.root / "config.json"
+
+    @property
+    def embeddings(self) -> Path:
+        return self.root / "embeddings"
+
+    # -- discovery ------------------------------------------------------------------------
+    def _parts_in(self, folder: str, pattern: str) -> list[int]:
+        return sorted(int(p.name[5:10]) for p in (self.root / folder).glob(pattern))
+
+    def candidate_parts(self) -> list[int]:
+        return self._parts_in("candidates", "part-*.parquet")
+
+    def done_parts(self) -> list[int]:
+        return self._parts_in("_done", "part-*.json")
+
+    def is_done(self, part: int) -> bool:
+        return self.done_marker(part).exists()
+
+    def mark_done(self, part: int, record: dict) -> None:
+        """Written last: the part's manifests and shards are already in place."""
+        self.failed_marker(part).unlink(missing_ok=True)
+        write_json(record, self.done_marker(part))
+
+    def mark_failed(self, part: int, record: dict) -> None:
+        write_json(record, self.failed_marker(part))
+
+    def read_candidates(self, part: int) -> pa.Table:
+        return pq.read_table(self.candidates(part))
