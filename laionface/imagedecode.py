@@ -69,8 +69,34 @@ def _to_rgb(im: Image.Image) -> Image.Image:
     return im.convert("RGB")  # L, P, CMYK (Pillow undoes Adobe's inversion), YCbCr, ...
 
 
-def decode_image(data: bytes, max_side: int | None = None) -> DecodedImage:
+def _cv2():
+    try:
+        import cv2  # from opencv-python(-headless); only cv2.resize is used
+    except ImportError:
+        return None
+    return cv2
+
+
+def _resize(im: Image.Image, size: tuple[int, int], fast: bool) -> np.ndarray:
+    """Downscale to `size` (w, h). Fast: integer box reduction, then OpenCV bilinear for the
+    last factor below 2 (about 10x quicker than Pillow's convolution here, and with the box
+    step no aliasing); otherwise Pillow's antialiased bilinear."""
+    if im.size == size:
+        return np.asarray(im, dtype=np.uint8)
+    cv2 = _cv2() if fast else None
+    if cv2 is None:
+        return np.asarray(im.resize(size, Image.Resampling.BILINEAR, reducing_gap=3.0), dtype=np.uint8)
+    factor = min(im.width / size[0], im.height / size[1])
+    if factor >= 2:
+        im = im.reduce(int(factor))
+    return cv2.resize(np.asarray(im, dtype=np.uint8), size, interpolation=cv2.INTER_LINEAR)
+
+
+def decode_image(data: bytes, max_side: int | None = None, fast: bool = True) -> DecodedImage:
     """Decode `data` to upright RGB, fitted inside `max_side` (None: full size).
+
+    `fast` downscales with OpenCV's bilinear after an integer box reduction (for detection);
+    False uses Pillow's antialiased resize only (for crops people look at).
 
     Raises DecodeError for empty, truncated, unknown-format or over-limit (decompression bomb)
     images.
@@ -102,8 +128,6 @@ def decode_image(data: bytes, max_side: int | None = None) -> DecodedImage:
                 im.draft(im.mode if im.mode in ("RGB", "L") else None, (tw, th))  # DCT-domain 1/2..1/8
             im.load()
             im = _to_rgb(im)
-            if im.size != (tw, th):
-                im = im.resize((tw, th), Image.Resampling.BILINEAR, reducing_gap=3.0)
             swapped = False
             if orientation != 1:
                 try:
@@ -111,7 +135,7 @@ def decode_image(data: bytes, max_side: int | None = None) -> DecodedImage:
                     swapped = orientation in _TRANSPOSING_ORIENTATIONS
                 except Exception:  # unknown orientation value: keep the pixels as stored
                     pass
-            rgb = np.asarray(im, dtype=np.uint8)
+            rgb = _resize(im, (th, tw) if swapped else (tw, th), fast)
     except DecodeError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:

@@ -162,7 +162,9 @@ def test_batching_and_padding_do_not_change_detections(stage):
     sources = face_sources()
     images = [compose(sources[i % 3], 90 + 10 * i, (640 - 64 * (i % 3), 480 + 32 * i)).image for i in range(5)]
     alone = [detect_arrays(stage, [im])[0] for im in images]
-    together = detect_arrays(stage, images)  # padded to common sizes
+    batched = DetectStage(DetectConfig(batch_size=16))
+    assert batched.batch_size == 16 and stage.batch_size in (1, 16)  # default: 1 on CPU, 16 on CUDA
+    together = detect_arrays(batched, images)  # one batch, padded to a common size
     for a, b in zip(alone, together):
         assert len(a.scores) == len(b.scores) >= 1
         np.testing.assert_allclose(a.boxes, b.boxes, atol=3)
@@ -238,7 +240,12 @@ def test_stage_statuses_and_faces_table(stage):
         }
     )
     cfg = DetectConfig(min_face_size=48, max_faces=1)
-    out = DetectStage(cfg)(table)
+    prefetching = DetectStage(cfg)
+    prefetching._window = lambda: 3  # several windows: decoding runs ahead on the second thread
+    out = prefetching(table)
+    serial = DetectStage(DetectConfig(min_face_size=48, max_faces=1, prefetch=False, batch_size=4))(table)
+    for column in ("status", "error", "face_count", "kept_face_count"):  # batches of mixed shapes agree
+        assert serial[column].equals(out[column]), column
     assert out.num_rows == n and out["key"].to_pylist() == table["key"].to_pylist()
     got = dict(zip([r[0] for r in rows], out["status"].to_pylist()))
     assert got == {
