@@ -454,7 +454,8 @@ class DetectStage(Stage):
             batch = [images[i] for i in idx]
             tensor = self._tensor([im.rgb for im in batch], hw)
             if model.fixed_batch and len(batch) < model.fixed_batch:
-                tensor = np.concatenate([tensor, np.zeros((model.fixed_batch - len(batch),) + tensor.shape[1:], np.float32)])
+                filler = np.zeros((model.fixed_batch - len(batch),) + tensor.shape[1:], np.float32)
+                tensor = np.concatenate([tensor, filler])
             loc, conf, landms = model.run(tensor)
             for i, raw in zip(idx, postprocess(loc, conf, landms, hw, batch, c.min_score, c.nms_threshold)):
                 out[i] = raw
@@ -529,5 +530,8 @@ def faces_table(table: pa.Table, pipeline_version: str, config_hash: str) -> pa.
 
 def detect_arrays(stage: DetectStage, images: Iterable[np.ndarray]) -> list[RawFaces]:
     """Detections for already-decoded RGB arrays (full size, scale 1): for benchmarks and tools."""
-    decoded = [DecodedImage(rgb=np.ascontiguousarray(a), scale=(1.0, 1.0), original_size=(a.shape[1], a.shape[0])) for a in images]
+    decoded = [
+        DecodedImage(rgb=np.ascontiguousarray(a), scale=(1.0, 1.0), original_size=(a.shape[1], a.shape[0]))
+        for a in images
+    ]
     return stage.detect_images(decoded)
