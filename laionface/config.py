@@ -67,5 +67,6 @@ def to_dict(config: Any) -> dict[str, Any]:
 
 def config_hash(configs: dict[str, Any]) -> str:
     """Short, stable hash of every setting that shapes the outputs (16 hex chars)."""
-    canonical = json.dumps({name: to_dict(c) for name, c in sorted(configs.items())}, sort_keys=True, default=str)
+    plain = {name: c if isinstance(c, dict) else to_dict(c) for name, c in configs.items()}
+    canonical = json.dumps(plain, sort_keys=True, default=str)
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]

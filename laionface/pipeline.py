@@ -1,0 +1,88 @@
+"""A pipeline: which stages run and their settings, read from YAML. Its hash goes into every row."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .config import config_hash, from_dict, to_dict
+from .errors import ConfigError, MissingInputError
+from .stages.detect import DetectConfig
+from .stages.download import DownloadConfig
+from .stages.select import SelectConfig
+
+
+@dataclass(frozen=True)
+class LaionFaceShardsConfig:
+    """RUN/laion_face/: full images with at least one kept face, bytes as downloaded."""
+
+    max_count: int = 10000  # samples per tar (img2dataset's default)
+    max_bytes: int = 1_000_000_000
+
+
+_NOT_SHAPING = {"thread_count", "processes_count", "threads", "batch_size", "prefetch", "allow_private_addresses"}
+
+# stage key in YAML -> settings class, in the order they run
+STAGE_CONFIGS: dict[str, type] = {
+    "select": SelectConfig,
+    "download": DownloadConfig,
+    "detect": DetectConfig,
+    "laion_face": LaionFaceShardsConfig,
+}
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    name: str = "default"
+    stages: dict[str, Any] = field(default_factory=dict)  # stage key -> settings dataclass
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], where: str = "pipeline") -> "Pipeline":
+        data = dict(data or {})
+        unknown = sorted(set(data) - {"name", "stages"})
+        if unknown:
+            raise ConfigError(f"{where}: unknown top-level key {unknown[0]!r}; valid keys: name, stages")
+        stages = data.get("stages") or {}
+        bad = sorted(set(stages) - set(STAGE_CONFIGS))
+        if bad:
+            raise ConfigError(f"{where}: unknown stage {bad[0]!r}; valid stages: {', '.join(STAGE_CONFIGS)}")
+        built = {key: from_dict(STAGE_CONFIGS[key], stages[key], f"{where}.stages.{key}") for key in STAGE_CONFIGS if key in stages}
+        return cls(name=str(data.get("name", "default")), stages=built)
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> "Pipeline":
+        path = Path(path)
+        if not path.exists():
+            raise MissingInputError(f"pipeline file {path} does not exist; see pipelines/ for examples")
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML ({exc})") from None
+        return cls.from_dict(data, where=str(path))
+
+    def get(self, key: str) -> Any:
+        """Settings for a stage; defaults when the file does not name it."""
+        return self.stages.get(key) or STAGE_CONFIGS[key]()
+
+    def with_settings(self, key: str, **changes: Any) -> "Pipeline":
+        current = to_dict(self.get(key))
+        current.update(changes)
+        stages = dict(self.stages)
+        stages[key] = from_dict(STAGE_CONFIGS[key], current, f"--{key}")
+        return Pipeline(self.name, stages)
+
+    def runs(self, key: str) -> bool:
+        return key in self.stages
+
+    @property
+    def hash(self) -> str:
+        """Hash of the settings that shape the outputs; parallelism settings are left out so a
+        laptop run and a cluster run of the same recipe carry the same hash."""
+        shaping = {k: {n: v for n, v in to_dict(c).items() if n not in _NOT_SHAPING} for k, c in self.stages.items()}
+        return config_hash(shaping)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "stages": {k: to_dict(v) for k, v in self.stages.items()}}

@@ -1,0 +1,165 @@
+"""The local runner: takes each part from candidates to manifests and shards, in-process.
+
+Per part: download (img2dataset) -> stream the raw shards in batches -> batch stages
+(detect, ...) -> LAION-FACE shard writer -> samples and faces manifests -> `_done` marker,
+written last. A re-run skips done parts and redoes the rest; a failing part is recorded in
+`_failed/` and the others still run.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import tarfile
+import time
+import traceback
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from .pipeline import Pipeline
+from .runfolder import RunFolder, write_parquet
+from .schema import FACES, PIPELINE_VERSION, SAMPLES
+from .shards import ShardWriter
+from .stages.detect import DetectStage, faces_table
+from .stages.download import download_part
+from .status import KEPT
+
+IMAGE_BATCH = 256  # rows per batch through the batch stages: bounds memory by batch, not part
+
+
+@dataclass
+class PartOutcome:
+    part: int
+    state: str  # done | skipped | failed
+    error: str | None = None
+    status_counts: dict[str, int] = field(default_factory=dict)
+    faces: int = 0
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+
+
+def _base_samples(run: RunFolder, part: int, result: pa.Table) -> pa.Table:
+    """Candidates joined with the download outcome (same keys, same order)."""
+    cand = run.read_candidates(part)
+    if cand["key"].to_pylist() != result["key"].to_pylist():
+        raise RuntimeError(f"part {part}: download result does not line up with candidates; delete {run.raw(part)} and re-run")
+    table = cand.drop_columns(["status", "error"])
+    for name in result.column_names[1:]:
+        table = table.append_column(name, result[name])
+    return table
+
+
+def _image_batches(run: RunFolder, table: pa.Table, size: int) -> Iterator[pa.Table]:
+    """Yield batches of the alive rows with an `image` column read from their raw tars."""
+    alive = table.filter(pc.equal(table["status"], KEPT))
+    for shard in sorted(set(alive["raw_shard"].to_pylist())):
+        rows = alive.filter(pc.equal(alive["raw_shard"], shard))
+        wanted = dict(zip(rows["raw_key"].to_pylist(), range(rows.num_rows)))
+        images: list[bytes | None] = [None] * rows.num_rows
+        with tarfile.open(run.root / shard) as tar:
+            for member in tar:
+                stem, _, ext = member.name.partition(".")
+                if ext == "jpg" and stem in wanted:
+                    images[wanted[stem]] = tar.extractfile(member).read()
+        rows = rows.append_column("image", pa.array(images, pa.binary()))
+        for start in range(0, rows.num_rows, size):
+            yield rows.slice(start, size)
+
+
+def _laion_face_files(row: dict, faces: list[dict]) -> dict[str, bytes]:
+    meta = {k: row[k] for k in ("key", "SAMPLE_ID", "URL", "LICENSE", "NSFW", "similarity", "sha256", "original_width", "original_height")}
+    meta["faces"] = [{k: f[k] for k in ("face_index", "box", "landmarks", "score", "kept")} for f in faces]
+    return {"jpg": row["image"], "txt": (row["TEXT"] or "").encode(), "json": json.dumps(meta, sort_keys=True).encode()}
+
+
+class LocalRunner:
+    def __init__(self, run: RunFolder, pipeline: Pipeline, progress: bool = True):
+        self.run = run
+        self.pipeline = pipeline
+        self.progress = progress
+        self._detect: DetectStage | None = None
+
+    def detect_stage(self) -> DetectStage:
+        if self._detect is None:  # one model per worker, loaded once
+            self._detect = DetectStage(self.pipeline.get("detect"))
+            self._detect.setup()
+        return self._detect
+
+    def process_part(self, part: int, retry_failed: bool = False) -> PartOutcome:
+        run, p = self.run, self.pipeline
+        seconds: dict[str, float] = {}
+        started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        t0 = time.perf_counter()
+        result = download_part(run, part, p.get("download"), retry_failed=retry_failed)
+        seconds["download"] = time.perf_counter() - t0
+        table = _base_samples(run, part, result)
+
+        done_rows: dict[str, dict] = {}  # key -> updated row (after batch stages)
+        face_tables: list[pa.Table] = []
+        writer = ShardWriter(run.laion_face(part), run.root, p.get("laion_face").max_count, p.get("laion_face").max_bytes)
+        detect = self.detect_stage() if p.runs("detect") else None
+        with writer:
+            for batch in _image_batches(run, table, IMAGE_BATCH):
+                if detect is not None:
+                    t = time.perf_counter()
+                    batch = detect(batch)
+                    seconds["detect"] = seconds.get("detect", 0.0) + time.perf_counter() - t
+                    face_tables.append(faces_table(batch, PIPELINE_VERSION, p.hash))
+                t = time.perf_counter()
+                for row in batch.to_pylist():
+                    faces = row.pop("faces", None) or []
+                    if row["status"] == KEPT and (detect is None or row["kept_face_count"]):
+                        row["shard"] = writer.write(row["key"], _laion_face_files(row, faces))
+                    row.pop("image")
+                    done_rows[row["key"]] = row
+                seconds["write"] = seconds.get("write", 0.0) + time.perf_counter() - t
+
+        samples = self._samples_manifest(table, done_rows)
+        faces = pa.concat_tables(face_tables) if face_tables else FACES.empty_table()
+        write_parquet(faces, run.faces(part), FACES)
+        write_parquet(samples, run.samples(part), SAMPLES)
+        counts = dict(sorted(zip(*[x.tolist() for x in np.unique(samples["status"].to_numpy(zero_copy_only=False), return_counts=True)]))) if samples.num_rows else {}
+        outcome = PartOutcome(part, "done", status_counts=counts, faces=faces.num_rows, stage_seconds=seconds)
+        run.mark_done(part, self._part_record(part, outcome, started))
+        return outcome
+
+    def _samples_manifest(self, table: pa.Table, done_rows: dict[str, dict]) -> pa.Table:
+        fixed = {"pipeline_version": PIPELINE_VERSION, "config_hash": self.pipeline.hash}
+        rows = []
+        for r in table.to_pylist():
+            r = done_rows.get(r["key"], r)
+            rows.append({name: fixed.get(name, r.get(name)) for name in SAMPLES.names})
+        return pa.Table.from_pylist(rows, schema=SAMPLES)
+
+    def _part_record(self, part: int, outcome: PartOutcome, started: str) -> dict:
+        return {
+            "part": part, "state": outcome.state, "error": outcome.error,
+            "rows": sum(outcome.status_counts.values()), "kept": outcome.status_counts.get(KEPT, 0),
+            "faces": outcome.faces, "status_counts": outcome.status_counts,
+            "host": platform.node(), "started_at": started,
+            "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "stage_seconds": {k: round(v, 3) for k, v in outcome.stage_seconds.items()},
+            "pipeline_version": PIPELINE_VERSION, "config_hash": self.pipeline.hash,
+        }
+
+    def run_parts(self, parts: list[int] | None = None, retry_failed: bool = False) -> list[PartOutcome]:
+        from tqdm import tqdm
+
+        todo = parts if parts is not None else self.run.candidate_parts()
+        outcomes = []
+        for part in tqdm(todo, desc="parts", unit="part", disable=not self.progress):
+            if self.run.is_done(part) and not retry_failed:
+                outcomes.append(PartOutcome(part, "skipped"))
+                continue
+            try:
+                outcomes.append(self.process_part(part, retry_failed=retry_failed))
+            except Exception as exc:  # one part failing must not stop the others
+                error = f"{type(exc).__name__}: {exc}"
+                self.run.mark_failed(part, {"part": part, "state": "failed", "error": error, "traceback": traceback.format_exc()})
+                outcomes.append(PartOutcome(part, "failed", error=error))
+        return outcomes
