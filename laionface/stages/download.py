@@ -9,11 +9,11 @@ last and marks the part's download as complete (resume is a file check).
 from __future__ import annotations
 
 import contextlib
-import io
 import math
 import os
 import re
 import shutil
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -142,6 +142,21 @@ def _img2dataset_args(config: DownloadConfig, url_list: Path, out: Path) -> dict
     )
 
 
+@contextlib.contextmanager
+def _stdout_to(log: Path):
+    """img2dataset and its spawned workers print per-shard chatter to fd 1: send it to a log."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    with open(log, "ab") as f:
+        os.dup2(f.fileno(), 1)
+        try:
+            yield
+        finally:
+            sys.stdout.flush()
+            os.dup2(saved, 1)
+            os.close(saved)
+
+
 def run_img2dataset(rows: pa.Table, config: DownloadConfig, out: Path, run_root: Path) -> pa.Table:
     """Fetch `rows` (key, URL, TEXT, carried columns) into `out`; one RESULT row per input row."""
     from img2dataset import download as i2d_download  # lazy: pulls in its own heavy deps
@@ -150,7 +165,8 @@ def run_img2dataset(rows: pa.Table, config: DownloadConfig, out: Path, run_root:
     url_list = out.parent / f".{out.name}.urls.parquet"
     pq.write_table(rows.select(["URL", "TEXT", *_CARRIED]).append_column(_KEY_COL, rows["key"]), url_list)
     try:
-        i2d_download(**_img2dataset_args(config, url_list, out))
+        with _stdout_to(out.parent / f"{out.name}.img2dataset.log"):
+            i2d_download(**_img2dataset_args(config, url_list, out))
     finally:
         url_list.unlink(missing_ok=True)
     by_key = {}
