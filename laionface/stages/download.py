@@ -28,6 +28,7 @@ from ..status import KEPT, TRANSIENT_DOWNLOAD_FAILURES, drop, reason_of
 # OpenCV (img2dataset's decoder) would otherwise allocate up to 2^30 pixels for one image;
 # hold it to Pillow's decompression-bomb limit. Read by cv2 at first decode, in the workers.
 os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(89_478_485))
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # img2dataset imports albumentations, which phones home
 
 # Columns the download result adds to a candidates table.
 RESULT = pa.schema(
