@@ -90,7 +90,7 @@ def _normalise(batch: pa.RecordBatch, present: list[str]) -> pa.Table:
             continue
         col = batch.column(name)
         if pa.types.is_floating(col.type) and pa.types.is_integer(typ):
-            col = pc.round(col)
+            col = pc.if_else(pc.is_finite(col), pc.round(col), pa.scalar(None, col.type))  # NaN -> null
         if pa.types.is_string(typ) and not pa.types.is_string(col.type):
             col = col.cast(pa.string()) if not pa.types.is_large_string(col.type) else col.cast(pa.string())
         cols[name] = col.cast(typ, safe=False)

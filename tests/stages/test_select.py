@@ -1,0 +1,180 @@
+"""Select: ID-list formats, every rule, bad input, --subset; real parquet files throughout."""
+
+from __future__ import annotations
+
+import pickle
+import zipfile
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from laionface.errors import InputError, MissingInputError
+from laionface.idlists import SUBSETS, load_id_list
+from laionface.schema import CANDIDATES, validate
+from laionface.stages.select import SelectConfig, plan_parts, select
+
+PART_NAME = "part-{:05d}-5b54c5d5-bbcf-484d-a2ce-0d6f73df1a36-c000.snappy.parquet"
+
+
+def laion_rows(n: int, start: int = 0) -> dict:
+    ids = np.arange(start, start + n, dtype=np.int64) * 13 + 5
+    return {
+        "SAMPLE_ID": ids, "URL": [f"https://img.example.com/{i}.jpg" for i in ids], "TEXT": [f"photo {i}" for i in ids],
+        "HEIGHT": np.full(n, 480.0), "WIDTH": np.full(n, 640.0), "LICENSE": ["?"] * n,
+        "NSFW": ["UNLIKELY"] * n, "similarity": np.full(n, 0.33),
+    }
+
+
+def write_part(folder, part: int, rows: dict, **kw) -> str:
+    path = folder / PART_NAME.format(part)
+    pq.write_table(pa.table(rows), path, **kw)
+    return path
+
+
+def run_select(tmp_path, meta, ids=None, config=SelectConfig(), **plan):
+    out = tmp_path / "run" / "candidates"
+    results = select(plan_parts(str(meta), **plan), ids, config, lambda p: out / f"part-{p:05d}.parquet")
+    tables = {r.part: pq.read_table(out / f"part-{r.part:05d}.parquet") for r in results if not r.error}
+    return results, tables
+
+
+def torch_style_pth(path, lists) -> None:
+    """The zip layout torch.save writes for plain containers (no tensors), built without torch."""
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("laion_face_ids/data.pkl", pickle.dumps(lists, protocol=2))
+        zf.writestr("laion_face_ids/version", "3\n")
+
+
+def test_id_list_semi_join_keeps_input_order_and_normalises_types(tmp_path):
+    rows = laion_rows(1000)
+    meta = tmp_path / "meta"
+    meta.mkdir()
+    write_part(meta, 3, rows, row_group_size=128)
+    wanted = rows["SAMPLE_ID"][::7][::-1]  # list order must not matter
+    lists = [[] for _ in range(32)]
+    lists[3] = [int(x) for x in wanted]
+    torch_style_pth(tmp_path / "ids.pth", lists)
+    results, tables = run_select(tmp_path, meta, load_id_list(tmp_path / "ids.pth"), SelectConfig(batch_size=100))
+    t = tables[3]
+    validate(t, CANDIDATES)
+    assert t["SAMPLE_ID"].to_pylist() == [int(x) for x in rows["SAMPLE_ID"][::7]]
+    assert t["row"].to_pylist() == list(range(0, 1000, 7))
+    assert t.schema.field("HEIGHT").type == pa.int32() and t["HEIGHT"][0].as_py() == 480
+    assert t["key"][0].as_py() == f"00003_{rows['SAMPLE_ID'][0]}"
+    assert results[0].input_rows == 1000 and results[0].matched_rows == len(wanted)
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "parquet_parts", "txt", "npy"])
+def test_plain_id_list_formats(tmp_path, fmt):
+    rows = laion_rows(200)
+    meta = tmp_path / "meta"
+    meta.mkdir()
+    write_part(meta, 0, rows)
+    wanted = rows["SAMPLE_ID"][10:50]
+    path = tmp_path / f"ids.{fmt.split('_')[0]}"
+    if fmt == "parquet":
+        pq.write_table(pa.table({"SAMPLE_ID": wanted}), path)
+    elif fmt == "parquet_parts":
+        pq.write_table(pa.table({"SAMPLE_ID": np.r_[wanted, [1, 2]], "part": np.r_[np.zeros(len(wanted), int), [5, 5]]}), path)
+    elif fmt == "txt":
+        path.write_text("# LAION-Face ids\n" + "\n".join(map(str, wanted)) + "\n")
+    else:
+        np.save(path, wanted)
+    _, tables = run_select(tmp_path, meta, load_id_list(path))
+    assert tables[0]["SAMPLE_ID"].to_pylist() == [int(x) for x in wanted]
+
+
+def test_id_list_errors_are_named(tmp_path):
+    with pytest.raises(MissingInputError, match="does not exist"):
+        load_id_list(tmp_path / "nope.pth")
+    bad = tmp_path / "ids.txt"
+    bad.write_text("12\nnot-a-number\n")
+    with pytest.raises(InputError, match="ids.txt"):
+        load_id_list(bad)
+    with pytest.raises(InputError, match="unknown ID list format"):
+        (tmp_path / "ids.xml").write_text("<ids/>")
+        load_id_list(tmp_path / "ids.xml")
+
+
+def test_each_rule_sets_its_status_and_keeps_the_row(tmp_path):
+    rows = laion_rows(10)
+    rows["WIDTH"][1] = 50.0  # small_meta_size
+    rows["NSFW"][2] = "NSFW"  # nsfw
+    rows["similarity"][3] = 0.29  # low_laion_similarity
+    rows["TEXT"][4] = "   "  # empty_caption
+    rows["URL"][5] = rows["URL"][0]  # duplicate_url (first wins)
+    rows["URL"][6] = None  # null_url
+    rows["URL"][7] = "file:///etc/passwd"  # bad_url
+    rows["SAMPLE_ID"][8] = rows["SAMPLE_ID"][9]  # duplicate_sample_id: the later one
+    meta = tmp_path / "meta"
+    meta.mkdir()
+    write_part(meta, 0, rows)
+    config = SelectConfig(min_width=100, min_height=100, allowed_nsfw=("UNLIKELY", "UNSURE"), min_similarity=0.3)
+    results, tables = run_select(tmp_path, meta, None, config)
+    t = tables[0]
+    assert t["status"].to_pylist() == [
+        "kept", "small_meta_size", "nsfw", "low_laion_similarity", "empty_caption",
+        "duplicate_url", "null_url", "bad_url", "kept", "duplicate_sample_id",
+    ]
+    assert all(e for s, e in zip(t["status"].to_pylist(), t["error"].to_pylist()) if s != "kept")
+    assert len(set(t["key"].to_pylist())) == 10  # the repeated SAMPLE_ID still gets a unique key
+    assert results[0].status_counts["kept"] == 2 and sum(results[0].status_counts.values()) == 10
+
+
+def test_duplicate_urls_across_parts_first_part_wins(tmp_path):
+    meta = tmp_path / "meta"
+    meta.mkdir()
+    a, b = laion_rows(5), laion_rows(5, start=100)
+    b["URL"][2] = a["URL"][4]
+    write_part(meta, 0, a)
+    write_part(meta, 1, b)
+    _, tables = run_select(tmp_path, meta)
+    assert tables[0]["status"].to_pylist() == ["kept"] * 5
+    assert tables[1]["status"][2].as_py() == "duplicate_url"
+    _, tables = run_select(tmp_path, meta, config=SelectConfig(drop_duplicate_urls=False))
+    assert tables[1]["status"][2].as_py() == "kept"
+
+
+def test_missing_column_and_corrupt_file_name_the_file_and_others_finish(tmp_path):
+    meta = tmp_path / "meta"
+    meta.mkdir()
+    write_part(meta, 0, laion_rows(5))
+    no_url = laion_rows(5)
+    del no_url["URL"]
+    write_part(meta, 1, no_url)
+    (meta / PART_NAME.format(2)).write_bytes(b"PAR1 this is not parquet")
+    optional_missing = laion_rows(5, start=50)
+    del optional_missing["NSFW"], optional_missing["LICENSE"]
+    write_part(meta, 3, optional_missing)
+    results, tables = run_select(tmp_path, meta)
+    by_part = {r.part: r for r in results}
+    assert "missing column URL" in by_part[1].error and PART_NAME.format(1) in by_part[1].error
+    assert "unreadable parquet" in by_part[2].error and PART_NAME.format(2) in by_part[2].error
+    assert by_part[0].error is None and tables[0].num_rows == 5
+    assert tables[3]["NSFW"].null_count == 5 and tables[3]["status"].to_pylist() == ["kept"] * 5
+
+
+def test_subset_and_parts_choose_files(tmp_path):
+    meta = tmp_path / "meta"
+    meta.mkdir()
+    for part in range(4):
+        write_part(meta, part, laion_rows(3, start=part * 10))
+    assert [mp.part for mp in plan_parts(str(meta), subset="20M")] == [p for p in range(4) if p in SUBSETS["20M"]] == [0, 2]
+    assert [mp.part for mp in plan_parts(str(meta / "part-*.parquet"), parts=(1, 3))] == [1, 3]
+    assert [mp.part for mp in plan_parts(str(meta), parts=(0, 1), subset="20M")] == [0]
+    with pytest.raises(MissingInputError):
+        plan_parts(str(tmp_path / "missing"))
+
+
+def test_float_sizes_and_large_string_types_are_normalised(tmp_path):
+    rows = laion_rows(4)
+    rows["HEIGHT"] = np.array([480.4, np.nan, 10.6, 300.0])
+    meta = tmp_path / "meta"
+    meta.mkdir()
+    table = pa.table(rows).set_column(1, "URL", pa.array(rows["URL"], pa.large_string()))
+    pq.write_table(table, meta / PART_NAME.format(0))
+    _, tables = run_select(tmp_path, meta)
+    assert tables[0]["HEIGHT"].to_pylist() == [480, None, 11, 300]
+    validate(tables[0], CANDIDATES)
