@@ -1,0 +1,61 @@
+"""The command line: help with examples, one-line errors with exit code 2 (real subprocesses)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from laionface.cli import build_parser
+
+COMMANDS = ["demo", "select", "download", "detect", "run", "export-detections"]
+
+
+def laionface(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "laionface.cli", *args], capture_output=True, text=True, timeout=60)
+
+
+def test_top_level_help_lists_every_command():
+    out = laionface("--help")
+    assert out.returncode == 0
+    for name in COMMANDS:
+        assert name in out.stdout
+    assert "example:" in out.stdout
+
+
+@pytest.mark.parametrize("name", COMMANDS)
+def test_every_command_help_shows_an_example(name, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        build_parser().parse_args([name, "--help"])
+    assert exit_.value.code == 0
+    help_text = capsys.readouterr().out
+    assert "example:" in help_text and f"laionface {name}" in help_text
+
+
+@pytest.mark.parametrize(
+    "args, says",
+    [
+        (["frobnicate"], "invalid choice"),
+        (["select", "--meta", "/no/such/meta.parquet", "--out", "/tmp/x"], "does not exist"),
+        (["select", "--meta", "x", "--out", "y", "--parts", "zero"], "comma-separated part numbers"),
+        (["select", "--out", "y"], "--meta"),
+        (["download", "/no/such/run"], "not a run folder"),
+        (["select", "--meta", "x", "--out", "y", "--bogus"], "unrecognized arguments"),
+    ],
+)
+def test_bad_input_is_one_line_on_stderr_with_exit_2(args, says):
+    out = laionface(*args)
+    assert out.returncode == 2
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and says in lines[0], out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_unknown_pipeline_key_names_the_valid_ones(tmp_path):
+    bad = tmp_path / "p.yaml"
+    bad.write_text("name: x\nstages:\n  detect:\n    min_scor: 0.5\n")
+    (tmp_path / "meta").mkdir()
+    out = laionface("run", str(bad), "--input", str(tmp_path / "meta"), "--out", str(tmp_path / "run"))
+    assert out.returncode == 2
+    assert "unknown setting 'min_scor'" in out.stderr and "min_score" in out.stderr
