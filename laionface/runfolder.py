@@ -42,7 +42,7 @@ def write_parquet(table: pa.Table, path: Path, schema: pa.Schema | None = None) 
     """
     if schema is not None:
         validate(table, schema, where=str(path))
-        table = table.replace_schema_metadata(schema.metadata)
+        table = table.cast(schema)  # the schema's nullability flags and metadata, exactly
     with atomic_path(path) as tmp:
         pq.write_table(table, tmp, compression="zstd", write_statistics=True)
 
