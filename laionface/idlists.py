@@ -51,7 +51,9 @@ class _PlainListUnpickler(pickle.Unpickler):
 
 
 def _ids(values) -> np.ndarray:
-    return np.unique(np.asarray(values, dtype=np.int64))
+    """Sorted unique int64 (sort + adjacent compare: np.unique's hash path is slow on numpy 2.x)."""
+    v = np.sort(np.asarray(values, dtype=np.int64))
+    return v[np.r_[True, v[1:] != v[:-1]]] if len(v) else v
 
 
 def _load_pth(path: Path) -> object:

@@ -36,7 +36,7 @@ class SelectConfig:
     min_similarity: float = 0.0
     drop_duplicate_urls: bool = True  # first occurrence in (part, row) order wins
     require_caption: bool = True
-    batch_size: int = 131072
+    batch_size: int = 65536
 
 @dataclass(frozen=True)
 class MetaPart:
@@ -96,14 +96,33 @@ def _normalise(batch: pa.RecordBatch, present: list[str]) -> pa.Table:
         cols[name] = col.cast(typ, safe=False)
     return pa.table(cols)
 
+def _sorted_unique(values: np.ndarray) -> np.ndarray:
+    # np.unique's hash path is slow on numpy 2.x for large int arrays; sort + adjacent compare is not
+    if len(values) == 0:
+        return values
+    v = np.sort(values)
+    return v[np.r_[True, v[1:] != v[:-1]]]
+
+
+def _in_sorted(values: np.ndarray, sorted_set: np.ndarray) -> np.ndarray:
+    """Membership of `values` in a sorted unique array (a semi-join without a hash table)."""
+    if len(sorted_set) == 0:
+        return np.zeros(len(values), bool)
+    pos = np.minimum(np.searchsorted(sorted_set, values), len(sorted_set) - 1)
+    return sorted_set[pos] == values
+
+
 def _first_seen(values: np.ndarray, seen: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Mask of values repeated (within `values` or in `seen`), and the grown `seen` (sorted)."""
-    dup = np.isin(values, seen, assume_unique=False)
-    _, first_idx = np.unique(values, return_index=True)
-    within = np.ones(len(values), bool)
-    within[first_idx] = False
-    dup |= within
-    return dup, np.union1d(seen, values)
+    """Mask of values repeated (earlier in `values` or in `seen`), and `seen` grown (sorted)."""
+    dup = _in_sorted(values, seen)
+    order = np.argsort(values, kind="stable")  # stable: the first occurrence sorts first
+    ordered = values[order]
+    later = np.zeros(len(values), bool)
+    later[order[1:]] = ordered[1:] == ordered[:-1]
+    dup |= later
+    new = _sorted_unique(values[~dup])
+    return dup, np.insert(seen, np.searchsorted(seen, new), new)
+
 
 class _Rules:
     """Per-run state for the rules that look across rows (duplicates)."""
@@ -159,6 +178,13 @@ def _keys(part: int, sid: pa.ChunkedArray | pa.Array, rows: np.ndarray, unique: 
     with_row = pc.binary_join_element_wise(base, pc.cast(pa.array(rows), pa.string()), "_r")
     return pc.if_else(pa.array(unique), base, with_row)
 
+def _batches(pf: pq.ParquetFile, columns: list[str], batch_size: int):
+    """One row group at a time: iterating the whole file keeps decoded batches alive in pyarrow
+    (memory then grows with the part); per row group it stays bounded by one group."""
+    for i in range(pf.num_row_groups):
+        yield from pf.iter_batches(batch_size=batch_size, row_groups=[i], columns=columns)
+
+
 def select_part(mp: MetaPart, ids: IdList | None, rules: _Rules, out: Path) -> SelectResult:
     """Stream one metadata part into `out`; never raises for bad input (the result says why)."""
     result = SelectResult(mp.part, str(mp.path))
@@ -172,22 +198,22 @@ def select_part(mp: MetaPart, ids: IdList | None, rules: _Rules, out: Path) -> S
     if missing:
         result.error = f"{mp.path}: missing column {missing[0]} (has {', '.join(pf.schema_arrow.names)})"
         return result
-    wanted = ids.for_part(mp.part) if ids is not None else None
-    value_set = pa.array(wanted, pa.int64()) if wanted is not None else None
+    wanted = ids.for_part(mp.part) if ids is not None else None  # sorted, unique
     seen_ids = np.empty(0, np.int64)
     counts: dict[str, int] = {}
     row0 = 0
     try:
         with atomic_path(out) as tmp, pq.ParquetWriter(tmp, CANDIDATES, compression="zstd") as writer:
-            for batch in pf.iter_batches(batch_size=rules.config.batch_size, columns=present):
+            for batch in _batches(pf, present, rules.config.batch_size):
                 n = batch.num_rows
                 rows = np.arange(row0, row0 + n, dtype=np.int64)
                 row0 += n
                 t = _normalise(batch, present)
-                if value_set is not None:
-                    mask = pc.is_in(t["SAMPLE_ID"], value_set=value_set)
-                    t = t.filter(mask)
-                    rows = rows[mask.to_numpy(zero_copy_only=False)]
+                if wanted is not None:
+                    sid = t["SAMPLE_ID"]
+                    mask = _in_sorted(sid.fill_null(-1).to_numpy(), wanted) & ~sid.is_null().to_numpy(zero_copy_only=False)
+                    t = t.filter(pa.array(mask))
+                    rows = rows[mask]
                 if t.num_rows == 0:
                     continue
                 status, error, seen_ids, dup_sid = rules.statuses(t, seen_ids)
