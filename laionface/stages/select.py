@@ -208,12 +208,12 @@ def select_part(mp: MetaPart, ids: IdList | None, rules: _Rules, out: Path) -> S
                 n = batch.num_rows
                 rows = np.arange(row0, row0 + n, dtype=np.int64)
                 row0 += n
-                t = _normalise(batch, present)
-                if wanted is not None:
-                    sid = t["SAMPLE_ID"]
+                if wanted is not None:  # semi-join first: normalise only the matched rows
+                    sid = batch.column("SAMPLE_ID").cast(pa.int64(), safe=False)
                     mask = _in_sorted(sid.fill_null(-1).to_numpy(), wanted) & ~sid.is_null().to_numpy(zero_copy_only=False)
-                    t = t.filter(pa.array(mask))
+                    batch = batch.filter(pa.array(mask))
                     rows = rows[mask]
+                t = _normalise(batch, present)
                 if t.num_rows == 0:
                     continue
                 status, error, seen_ids, dup_sid = rules.statuses(t, seen_ids)
