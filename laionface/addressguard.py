@@ -18,6 +18,8 @@ def _bad_ip(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str | None:
     for flag in ("is_loopback", "is_private", "is_link_local", "is_multicast", "is_reserved", "is_unspecified"):
         if getattr(ip, flag):
             return flag[3:].replace("_", "-")
+    if not ip.is_global:  # e.g. 100.64.0.0/10 shared address space (cloud metadata services)
+        return "non-global"
     return None
 
 

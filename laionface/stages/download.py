@@ -73,7 +73,8 @@ _FAILURE_PATTERNS: list[tuple[str, str]] = [
     (r"HTTP Error 30\d.*(infinite loop|redirect)", "redirect_loop"),
     (r"HTTP Error (4\d\d)", r"http_\1"),
     (r"timed out|timeout", "timeout"),
-    (r"Name or service not known|nodename nor servname|name resolution|getaddrinfo", "dns"),
+    (r"Name or service not known|nodename nor servname|name resolution|getaddrinfo|No address associated", "dns"),
+    (r"CV_IO_MAX_IMAGE_PIXELS", "too_large"),  # OpenCV's pixel limit: a decompression bomb
     (r"[Cc]onnection|Remote end closed|IncompleteRead|reset by peer|Broken pipe|EOF occurred", "connection"),
     (r"[Ii]mage decoding error|cannot identify|decod", "decode"),
     (r"encod", "encode"),
@@ -238,9 +239,10 @@ def download_part(run: RunFolder, part: int, config: DownloadConfig, retry_faile
             return result
         todo = candidates.filter(pc.is_in(candidates["key"], pa.array(failed))).set_column(
             candidates.schema.get_field_index("status"), "status", pa.array([KEPT] * len(failed)))
-        attempt = 1 + len(list(run.raw(part).glob("retry-*")))
-        fetched = run_img2dataset(todo, config, run.raw(part) / f"retry-{attempt}", run.root)
-        result = _merge(result, fetched)
+        todo, refused = _fetchable(todo, config)  # the guard applies to retries too
+        attempt = 1 + sum(p.is_dir() for p in run.raw(part).glob("retry-*"))
+        fetched = run_img2dataset(todo, config, run.raw(part) / f"retry-{attempt}", run.root) if todo.num_rows else refused.schema.empty_table()
+        result = _merge(_merge(result, refused), fetched)
     else:
         if run.raw(part).exists():
             shutil.rmtree(run.raw(part))  # half-done: img2dataset shards without our marker
