@@ -170,6 +170,33 @@ def cmd_export_detections(args) -> int:
 
 
 
+def cmd_import_detections(args) -> int:
+    import shutil
+
+    from .sample2detect import import_part, part_of
+
+    run, pipeline = _load_run_pipeline(_existing_run(args.run), args)
+    files = sorted(Path(args.dir).glob("sample2detect_*.pth")) if Path(args.dir).is_dir() else []
+    if not files:
+        raise MissingInputError(f"no sample2detect_{{part}}.pth files in {args.dir}; pass the folder holding LAION-Face's published detections")
+    parts = []
+    for f in files:
+        part = part_of(f)
+        if part is None or part not in run.candidate_parts():
+            print(f"skipping {f.name}: the run has no candidates for that part")
+            continue
+        detections = import_part(f)  # fails here, naming the file, if it is not the published format
+        print(f"{f.name}: {len(detections):,} samples with detections")
+        run.imported_detections(part).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(f, run.imported_detections(part))
+        run.done_marker(part).unlink(missing_ok=True)  # the part is rebuilt from the imported detections
+        parts.append(part)
+    if not pipeline.runs("detect"):
+        pipeline = pipeline.with_settings("detect")
+    _save_run_pipeline(run, pipeline)
+    return _run_parts(run, pipeline, parts)
+
+
 # ---------------------------------------------------------------------------- parser
 def _add(sub, name: str, help_: str, example: str, handler) -> argparse.ArgumentParser:
     p = sub.add_parser(name, help=help_, description=help_, epilog=f"example:\n  {example}",
@@ -233,6 +260,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run")
     p.add_argument("--format", choices=["sample2detect"], default="sample2detect")
     p.add_argument("--out", required=True)
+
+    p = _add(sub, "import-detections", "use LAION-Face's published sample2detect_{part}.pth instead of running the detector",
+             "laionface import-detections runs/lf detections/", cmd_import_detections)
+    p.add_argument("run")
+    p.add_argument("dir", help="folder holding sample2detect_{part}.pth files")
+    p.add_argument("--allow-private-addresses", action="store_true")
     return parser
 
 

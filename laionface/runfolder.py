@@ -82,6 +82,10 @@ class RunFolder:
     def laion_face_cropped(self, part: int) -> Path:
         return self.root / "laion_face_cropped" / part_name(part)
 
+    def imported_detections(self, part: int) -> Path:
+        """LAION-Face's published detections for the part (laionface import-detections)."""
+        return self.root / "imported_detections" / f"sample2detect_{part}.pth"
+
     def done_marker(self, part: int) -> Path:
         return self.root / "_done" / f"{part_name(part)}.json"
 

@@ -25,6 +25,7 @@ import pyarrow.compute as pc
 from .pipeline import Pipeline
 from .runfolder import RunFolder, write_parquet
 from .schema import FACES, PIPELINE_VERSION, SAMPLES
+from .sample2detect import ImportedDetections
 from .shards import ShardWriter
 from .stages.detect import DetectStage, faces_table
 from .stages.download import download_part
@@ -84,7 +85,11 @@ class LocalRunner:
         self.progress = progress
         self._detect: DetectStage | None = None
 
-    def detect_stage(self) -> DetectStage:
+    def detect_stage(self, part: int | None = None):
+        """Published detections for this part when imported (import-detections), else the model."""
+        imported = self.run.imported_detections(part) if part is not None else None
+        if imported is not None and imported.exists():
+            return ImportedDetections(self.pipeline.get("detect"), imported)
         if self._detect is None:  # one model per worker, loaded once
             self._detect = DetectStage(self.pipeline.get("detect"))
             self._detect.setup()
@@ -102,7 +107,7 @@ class LocalRunner:
         done_rows: dict[str, dict] = {}  # key -> updated row (after batch stages)
         face_tables: list[pa.Table] = []
         writer = ShardWriter(run.laion_face(part), run.root, p.get("laion_face").max_count, p.get("laion_face").max_bytes)
-        detect = self.detect_stage() if p.runs("detect") else None
+        detect = self.detect_stage(part) if p.runs("detect") else None
         with writer:
             for batch in _image_batches(run, table, IMAGE_BATCH):
                 if detect is not None:

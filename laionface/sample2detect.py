@@ -209,3 +209,20 @@ def faces_from_sample2detect(
 
     table = apply_sample2detect(d, samples, config, missing)
     return faces_table(table, pipeline_version or PIPELINE_VERSION, config_hash)
+
+
+class ImportedDetections:
+    """Stands in for DetectStage when the published detections of a part were imported:
+    same input and output columns, no model."""
+
+    name = "detect"
+
+    def __init__(self, config: DetectConfig, path: str | Path) -> None:
+        self.config = config
+        self.detections = import_part(path)
+
+    def setup(self) -> None:
+        pass
+
+    def __call__(self, table: pa.Table) -> pa.Table:
+        return apply_sample2detect(self.detections, table, self.config, missing="no_face")

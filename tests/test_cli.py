@@ -9,7 +9,7 @@ import pytest
 
 from laionface.cli import build_parser
 
-COMMANDS = ["demo", "select", "download", "detect", "run", "export-detections"]
+COMMANDS = ["demo", "select", "download", "detect", "run", "export-detections", "import-detections"]
 
 
 def laionface(*args: str) -> subprocess.CompletedProcess:
