@@ -31,8 +31,10 @@ def _resolve(host: str) -> tuple[str, ...]:
         return ()  # unresolvable: let the downloader report the DNS failure
 
 
-def check_url(url: str | None) -> str | None:
-    """None when the URL may be fetched, else a readable reason for `refused_address`."""
+def check_url(url: str | None, allow_private: bool = False) -> str | None:
+    """None when the URL may be fetched, else a readable reason for `refused_address`.
+
+    The scheme is always checked; `allow_private` skips only the address check."""
     if not url:
         return "URL is empty"
     try:
@@ -44,6 +46,8 @@ def check_url(url: str | None) -> str | None:
         return f"scheme {parts.scheme or '(none)'!r} is not http or https"
     if not host:
         return "URL has no host"
+    if allow_private:
+        return None
     try:
         literal = ipaddress.ip_address(host)
     except ValueError:

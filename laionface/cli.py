@@ -98,20 +98,42 @@ def _run_parts(run, pipeline, parts, retry_failed=False) -> int:
 
 
 def cmd_download(args) -> int:
-    from .stages.download import download_part
     from .summary import format_funnel
     from collections import Counter
     from tqdm import tqdm
 
     run, pipeline = _load_run_pipeline(_existing_run(args.run), args)
-    if args.address:
-        os.environ["RAY_ADDRESS"] = args.address
+    parts = list(args.parts or run.candidate_parts())
+    config = pipeline.get("download")
     counts: Counter = Counter()
-    for part in tqdm(list(args.parts or run.candidate_parts()), desc="download", unit="part"):
-        result = download_part(run, part, pipeline.get("download"), retry_failed=args.retry_failed)
-        counts.update(result["status"].to_pylist())
+    failed = []
+    if args.address:  # one Ray task per part
+        from .distributed import map_parts
+
+        for part, node, result in map_parts(_download_statuses, parts, str(run.root), config, args.retry_failed, address=args.address):
+            if isinstance(result, Exception):
+                failed.append((part, result))
+            else:
+                counts.update(result)
+                print(f"part {part:5d}: downloaded on {node}")
+    else:
+        for part in tqdm(parts, desc="download", unit="part"):
+            counts.update(_download_statuses(part, str(run.root), config, args.retry_failed))
     print(format_funnel(counts, "download outcome per row"))
-    return 0
+    for part, exc in failed:
+        print(f"part {part} FAILED: {type(exc).__name__}: {exc}; re-run the same command to retry", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def _download_statuses(part: int, run_root: str, config, retry_failed: bool) -> dict[str, int]:
+    """Download one part; its status counts (picklable, for Ray tasks)."""
+    from collections import Counter
+
+    from .runfolder import RunFolder
+    from .stages.download import download_part
+
+    result = download_part(RunFolder(Path(run_root)), part, config, retry_failed=retry_failed)
+    return dict(Counter(result["status"].to_pylist()))
 
 
 def cmd_detect(args) -> int:

@@ -198,9 +198,7 @@ def run_img2dataset(rows: pa.Table, config: DownloadConfig, out: Path, run_root:
 def _fetchable(table: pa.Table, config: DownloadConfig) -> tuple[pa.Table, pa.Table]:
     """Split alive rows into (to fetch, refused by the address guard) RESULT rows."""
     alive = table.filter(pc.equal(table["status"], KEPT))
-    if config.allow_private_addresses:
-        return alive, pa.Table.from_pylist([], schema=RESULT)
-    reasons = [check_url(u) for u in alive["URL"].to_pylist()]
+    reasons = [check_url(u, config.allow_private_addresses) for u in alive["URL"].to_pylist()]
     refused = [{"key": k, "status": drop("refused_address"), "error": why} for k, why in zip(alive["key"].to_pylist(), reasons) if why]
     keep = pa.array([why is None for why in reasons], pa.bool_())
     return alive.filter(keep), pa.Table.from_pylist(refused, schema=RESULT)
