@@ -84,11 +84,18 @@ def cmd_select(args) -> int:
     return 1 if failed else 0
 
 
-def _run_parts(run, pipeline, parts, retry_failed=False) -> int:
-    from .runner import LocalRunner
+def _run_parts(run, pipeline, parts, retry_failed=False, address: str | None = None) -> int:
     from .summary import format_funnel, funnel, write_stats
 
-    outcomes = LocalRunner(run, pipeline).run_parts(list(parts) if parts else None, retry_failed=retry_failed)
+    if address:
+        from .ray_runner import RayRunner
+
+        runner = RayRunner(run, pipeline, address)
+    else:
+        from .runner import LocalRunner
+
+        runner = LocalRunner(run, pipeline)
+    outcomes = runner.run_parts(list(parts) if parts else None, retry_failed=retry_failed)
     write_stats(run)
     print(format_funnel(funnel(run)))
     failed = [o for o in outcomes if o.state == "failed"]
@@ -153,8 +160,6 @@ def cmd_run(args) -> int:
     from .stages.select import plan_parts, select
     from .summary import write_stats
 
-    if args.runner == "ray" or args.address:
-        raise ConfigError("the Ray runner is not built yet (issue 8); use --runner local")
     pipeline = Pipeline.from_yaml(args.pipeline)
     if args.allow_private_addresses:
         pipeline = pipeline.with_settings("download", allow_private_addresses=True)
@@ -169,7 +174,8 @@ def cmd_run(args) -> int:
     _save_run_pipeline(run, pipeline)
     write_stats(run, {"select": {str(r.part): vars(r) for r in results}})
     good = [r.part for r in results if not r.error] + [mp.part for mp in plan if run.is_done(mp.part)]
-    code = _run_parts(run, pipeline, sorted(good))
+    address = args.address or ("local" if args.runner == "ray" else None)
+    code = _run_parts(run, pipeline, sorted(good), address=address)
     return 1 if any(r.error for r in results) else code
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -21,11 +20,13 @@ from .schema import validate
 
 @contextlib.contextmanager
 def atomic_path(final: Path) -> Iterator[Path]:
-    """Yield a temp path beside `final`; rename it over `final` only if the block succeeds."""
+    """Yield a temp path beside `final`; rename it over `final` only if the block succeeds.
+
+    The temp name is fixed, not random: a run killed mid-write leaves at most one stale temp
+    per file, which the re-run overwrites (each file has one writer: its part's task)."""
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
-    os.close(fd)
+    tmp = final.parent / f".{final.name}.tmp"
     try:
         yield Path(tmp)
         os.replace(tmp, final)

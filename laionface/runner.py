@@ -79,10 +79,11 @@ def _laion_face_files(row: dict, faces: list[dict]) -> dict[str, bytes]:
 
 
 class LocalRunner:
-    def __init__(self, run: RunFolder, pipeline: Pipeline, progress: bool = True):
+    def __init__(self, run: RunFolder, pipeline: Pipeline, progress: bool = True, worker: str | None = None):
         self.run = run
         self.pipeline = pipeline
         self.progress = progress
+        self.worker = worker or platform.node()  # recorded in the parts table, never in samples
         self._detect: DetectStage | None = None
 
     def detect_stage(self, part: int | None = None):
@@ -146,7 +147,7 @@ class LocalRunner:
             "part": part, "state": outcome.state, "error": outcome.error,
             "rows": sum(outcome.status_counts.values()), "kept": outcome.status_counts.get(KEPT, 0),
             "faces": outcome.faces, "status_counts": outcome.status_counts,
-            "host": platform.node(), "started_at": started,
+            "host": self.worker, "started_at": started,
             "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "stage_seconds": {k: round(v, 3) for k, v in outcome.stage_seconds.items()},
             "pipeline_version": PIPELINE_VERSION, "config_hash": self.pipeline.hash,

@@ -30,7 +30,7 @@ def _image_plan(n: int, rng: np.random.Generator) -> list[str]:
     return plan
 
 
-def build_sample(folder: Path, base_url: str, n_rows: int, seed: int = 0) -> tuple[list[Path], Path]:
+def build_sample(folder: Path, base_url: str, n_rows: int, seed: int = 0, parts: int = PARTS) -> tuple[list[Path], Path]:
     """Write images under folder/www, metadata parts under folder/meta, and an ID list; return them."""
     from ..testing.faces import compose, encode_jpeg, face_sources, fault_images, non_face_images
 
@@ -75,9 +75,9 @@ def build_sample(folder: Path, base_url: str, n_rows: int, seed: int = 0) -> tup
                      "LICENSE": "?", "NSFW": "UNLIKELY" if i % 29 else "NSFW", "similarity": float(rng.uniform(0.3, 0.42))})
     meta = folder / "meta"
     meta.mkdir(exist_ok=True)
-    per_part = -(-len(rows) // PARTS)
+    per_part = -(-len(rows) // parts)
     paths = []
-    for part in range(PARTS):
+    for part in range(parts):
         path = meta / f"part-{part:05d}-5b54c5d5-bbcf-484d-a2ce-0d6f73df1a36-c000.snappy.parquet"
         pq.write_table(pa.Table.from_pylist(rows[part * per_part:(part + 1) * per_part]), path, compression="snappy")
         paths.append(path)
