@@ -225,6 +225,23 @@ def cmd_import_detections(args) -> int:
     return _run_parts(run, pipeline, parts)
 
 
+def cmd_query(args) -> int:
+    from .audit.query import run_query
+
+    run = _existing_run(args.run)
+    run_query(run, args.sql, args.format, Path(args.out) if args.out else None, max_rows=args.max_rows)
+    return 0
+
+
+def cmd_report(args) -> int:
+    from .audit.report import build_report
+
+    run = _existing_run(args.run)
+    html, stats = build_report(run)
+    print(f"report: {html}\nstats:  {stats}")
+    return 0
+
+
 # ---------------------------------------------------------------------------- parser
 def _add(sub, name: str, help_: str, example: str, handler) -> argparse.ArgumentParser:
     p = sub.add_parser(name, help=help_, description=help_, epilog=f"example:\n  {example}",
@@ -294,6 +311,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run")
     p.add_argument("dir", help="folder holding sample2detect_{part}.pth files")
     p.add_argument("--allow-private-addresses", action="store_true")
+
+    p = _add(sub, "query", "SQL over the run's manifests (DuckDB): tables samples, faces, parts",
+             "laionface query runs/lf \"SELECT status, count(*) FROM samples GROUP BY 1 ORDER BY 2 DESC\"", cmd_query)
+    p.add_argument("run")
+    p.add_argument("sql", help="DuckDB SQL over samples (+ domain), faces, parts, candidates")
+    p.add_argument("--format", choices=["table", "csv", "json", "parquet"], default="table",
+                   help="table (default), csv, json (one object a line) or parquet (needs --out)")
+    p.add_argument("--out", help="write the result to this file instead of stdout")
+    p.add_argument("--max-rows", type=int, default=50, help="rows shown by --format table (default 50)")
+
+    p = _add(sub, "report", "write RUN/report.html (funnel, errors, faces, CLIP, domains, throughput) and stats.json",
+             "laionface report runs/lf", cmd_report)
+    p.add_argument("run")
     return parser
 
 

@@ -1,0 +1,242 @@
+"""SQL over a run's manifests (DuckDB): views `samples`, `faces`, `parts` (+ `candidates`).
+
+Parquet manifests are scanned lazily (projection and filter pushdown: a lookup by `key` reads
+only the row groups whose key statistics can hold it). A run without a table's files gets an
+empty view with the schema from laionface.schema, so queries never fail on a young run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import sys
+from pathlib import Path
+from typing import IO, Iterator
+
+import pyarrow as pa
+
+from ..errors import ConfigError, InputError
+from ..runfolder import RunFolder
+from ..schema import CANDIDATES, FACES, PARTS, SAMPLES
+
+FORMATS = ("table", "csv", "json", "parquet")
+TABLES = ("samples", "faces", "parts", "candidates")
+
+# Host of a URL, lowercased, without userinfo, port or a leading `www.`; NULL when not a URL.
+_HOST = r"^[A-Za-z][A-Za-z0-9+.\-]*://(?:[^@/?#]*@)?(\[[^\]]*\]|[^:/?#]*)"
+MACROS = {
+    "domain_of(url)": f"nullif(regexp_replace(lower(regexp_extract(url, '{_HOST}', 1)), '^www\\.', ''), '')",
+    "reason(status)": "split_part(status, ':', 1)",  # `download_failed:timeout` -> `download_failed`
+    "detail(status)": "nullif(split_part(status, ':', 2), '')",  # -> `timeout`
+    "face_width(box)": "box[3] - box[1]",
+    "face_height(box)": "box[4] - box[2]",
+    "face_size(box)": "least(box[3] - box[1], box[4] - box[2])",  # the side detect's min_face_size reads
+}
+_EXTRA_COLUMNS = {"samples": ", domain_of(URL) AS domain"}
+
+
+def _sql_str(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _files(run: RunFolder, table: str) -> list[Path]:
+    folder = run.root / ("candidates" if table == "candidates" else f"manifests/{table}")
+    return sorted(folder.glob("part-*.parquet"))
+
+
+def parts_table(run: RunFolder) -> pa.Table:
+    """The `parts` table: one row per `_done` record, plus `_failed` records of parts not done."""
+    rows = []
+    done = set()
+    for state, folder in (("done", "_done"), ("failed", "_failed")):
+        for marker in sorted((run.root / folder).glob("part-*.json")):
+            try:
+                rec = json.loads(marker.read_text())
+            except (OSError, json.JSONDecodeError) as exc:
+                raise InputError(f"{marker}: unreadable parts record ({exc})") from None
+            part = int(rec.get("part", marker.name[5:10]))
+            if state == "failed" and part in done:
+                continue
+            done.add(part)
+            row = {name: rec.get(name) for name in PARTS.names}
+            row.update(part=part, state=rec.get("state") or state)
+            if not isinstance(row["stage_seconds"], (str, type(None))):
+                row["stage_seconds"] = json.dumps(row["stage_seconds"], sort_keys=True)
+            row["pipeline_version"] = row["pipeline_version"] or ""
+            row["config_hash"] = row["config_hash"] or ""
+            rows.append(row)
+    rows.sort(key=lambda r: r["part"])
+    return pa.Table.from_pylist(rows, schema=PARTS)
+
+
+def connect(run_root: Path | str):
+    """A DuckDB connection with the run's views and macros; the caller closes it."""
+    import duckdb
+
+    run = RunFolder(Path(run_root))
+    con = duckdb.connect(":memory:")
+    try:
+        for sig, body in MACROS.items():
+            con.execute(f"CREATE MACRO {sig} AS {body}")
+        for name, schema in (("samples", SAMPLES), ("faces", FACES), ("candidates", CANDIDATES)):
+            files = _files(run, name)
+            if files:
+                source = f"read_parquet([{', '.join(_sql_str(str(f)) for f in files)}], union_by_name=true)"
+            else:
+                con.register(f"_empty_{name}", schema.empty_table())
+                source = f"_empty_{name}"
+            con.execute(f"CREATE VIEW {name} AS SELECT *{_EXTRA_COLUMNS.get(name, '')} FROM {source}")
+        con.register("_parts", parts_table(run))
+        con.execute("CREATE VIEW parts AS SELECT * FROM _parts")
+    except BaseException:
+        con.close()
+        raise
+    return con
+
+
+def _error(exc: Exception) -> Exception:
+    """DuckDB's message, one line, as our error (exit 2 on the command line)."""
+    import duckdb
+
+    first = next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+    if isinstance(exc, duckdb.IOException):
+        return InputError(f"reading the manifests failed: {first}")
+    return ConfigError(f"{first} (tables: {', '.join(TABLES)}; see README 'Querying the manifests')")
+
+
+@contextlib.contextmanager
+def execute(run_root: Path | str, sql: str) -> Iterator[pa.RecordBatchReader]:
+    """Run `sql` over the run's views; yield the result as a stream of record batches."""
+    import duckdb
+
+    con = connect(run_root)
+    try:
+        try:
+            rel = con.sql(sql)  # runs every statement; the last one's rows are the result
+            reader = rel.to_arrow_reader(65536) if rel is not None else pa.table({"ok": [True]}).to_reader()
+        except duckdb.Error as exc:
+            raise _error(exc) from None
+        yield _guarded(reader)
+    finally:
+        con.close()
+
+
+def _guarded(reader: pa.RecordBatchReader) -> pa.RecordBatchReader:
+    """Errors raised while streaming (a bad cast in row 1,000,000) become our one-line errors."""
+
+    def batches():
+        try:
+            yield from reader
+        except Exception as exc:  # duckdb surfaces them as pyarrow/duckdb errors
+            raise _error(exc) from None
+
+    return pa.RecordBatchReader.from_batches(reader.schema, batches())
+
+
+def query(run_root: Path | str, sql: str) -> pa.Table:
+    """Run `sql` over the run's views and return the whole result (the `laionface query` path)."""
+    with execute(run_root, sql) as reader:
+        return reader.read_all()
+
+
+# ---------------------------------------------------------------------------- output
+def _cell(value) -> str:
+    if value is None:
+        return "NULL"
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_cell(v) for v in value) + "]"
+    return str(value).replace("\n", " ")
+
+
+def format_table(table: pa.Table, max_rows: int = 50, max_width: int = 60, more: bool = False) -> str:
+    """An aligned text table: numbers right-aligned, long cells cut with '…'; a note when rows are cut."""
+    shown = table.slice(0, max_rows)
+    cols = shown.column_names
+    cells = [[_cell(v) for v in shown[c].to_pylist()] for c in cols]
+    cells = [[v if len(v) <= max_width else v[: max_width - 1] + "…" for v in col] for col in cells]
+    numeric = [pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_decimal(t) for t in shown.schema.types]
+    widths = [max([len(c)] + [len(v) for v in col]) for c, col in zip(cols, cells)]
+
+    def line(values):
+        return "  ".join(v.rjust(w) if num else v.ljust(w) for v, w, num in zip(values, widths, numeric)).rstrip()
+
+    out = [line(cols), "  ".join("-" * w for w in widths)]
+    out += [line([col[i] for col in cells]) for i in range(shown.num_rows)]
+    if table.num_rows > max_rows or more:
+        out.append(f"(first {max_rows:,} rows shown; add LIMIT, --max-rows N, or --format csv --out FILE for all)")
+    else:
+        out.append(f"({table.num_rows:,} row{'s' if table.num_rows != 1 else ''})")
+    return "\n".join(out)
+
+
+def _json_default(value):
+    if isinstance(value, bytes):
+        return value.hex()
+    return str(value)
+
+
+def write_result(reader: pa.RecordBatchReader, fmt: str, out: Path | None = None,
+                 stream: IO[str] | None = None, max_rows: int = 50) -> int:
+    """Write a query result as `fmt` to `out` (or `stream`, stdout by default); return rows written."""
+    if fmt not in FORMATS:
+        raise ConfigError(f"--format takes one of {', '.join(FORMATS)}, not {fmt!r}")
+    if fmt == "parquet" and out is None:
+        raise ConfigError("--format parquet needs --out FILE.parquet")
+    stream = stream or sys.stdout
+    if fmt == "table":
+        batches, n = [], 0
+        for batch in reader:  # stop reading once the table is full: a huge result is not materialised
+            batches.append(batch)
+            n += batch.num_rows
+            if n > max_rows:
+                break
+        table = pa.Table.from_batches(batches, schema=reader.schema)
+        text = format_table(table, max_rows, more=n > max_rows) + "\n"
+        if out:
+            Path(out).write_text(text)
+        else:
+            stream.write(text)
+        return min(n, max_rows)
+    if fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        n = 0
+        with pq.ParquetWriter(out, reader.schema, compression="zstd") as writer:
+            for batch in reader:
+                writer.write_batch(batch)
+                n += batch.num_rows
+        return n
+    with (open(out, "w", newline="") if out else contextlib.nullcontext(stream)) as fh:
+        n = 0
+        if fmt == "csv":
+            w = csv.writer(fh, lineterminator="\n")
+            w.writerow(reader.schema.names)
+            for batch in reader:
+                for row in zip(*(col.to_pylist() for col in batch.columns)):
+                    w.writerow(["" if v is None else _csv_cell(v) for v in row])
+                n += batch.num_rows
+        else:  # json lines
+            for batch in reader:
+                for row in batch.to_pylist():
+                    fh.write(json.dumps(row, default=_json_default, ensure_ascii=False) + "\n")
+                n += batch.num_rows
+        return n
+
+
+def _csv_cell(value):
+    if isinstance(value, (list, dict)):
+        return json.dumps(value, default=_json_default)
+    return value
+
+
+def run_query(run_root: Path | str, sql: str, fmt: str = "table", out: Path | None = None,
+              max_rows: int = 50, stream: IO[str] | None = None) -> int:
+    """`laionface query`: run `sql` and write the result; return the number of rows written."""
+    with execute(run_root, sql) as reader:
+        return write_result(reader, fmt, out, stream, max_rows)
+
+
+__all__ = ["connect", "execute", "query", "run_query", "parts_table", "format_table", "write_result", "MACROS"]
