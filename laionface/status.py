@@ -33,8 +33,9 @@ DROP_REASONS: dict[str, str] = {
     "no_face": "no face above min_score",
     "face_too_small": "faces found but all smaller than min_face_size / min_face_fraction",
     # score
-    "low_clip_score": "CLIP image-text similarity below threshold",
-    "clip_skipped": "CLIP scoring skipped by the pipeline (clip: skip)",
+    # With score.skip (the pipeline's "clip: skip") nothing is dropped: clip_score stays null and
+    # config.json / config_hash record that scoring was off. A status would have to drop the row.
+    "low_clip_score": "CLIP image-text similarity below score.threshold (see score.apply_to)",
     # audit
     "duplicate": "exact or near duplicate of an earlier sample (see duplicate_of)",
     "taken_down": "removed on request (see takedowns.parquet)",
