@@ -242,6 +242,29 @@ def cmd_report(args) -> int:
     return 0
 
 
+def cmd_takedown(args) -> int:
+    from .audit.takedown import apply, plan, Request
+    from .runfolder import RunFolder
+    from .summary import write_stats
+
+    run = RunFolder(_existing_run(args.run))
+    kind, path = next((k, getattr(args, k)) for k in ("urls", "domains", "ids") if getattr(args, k))
+    request = Request.read(kind, path)
+    plans = plan(run, request)
+    shards = sorted({s for p in plans for s in p.shards})
+    print(f"{len(request.entries):,} {kind} requested; {sum(len(p.keys) for p in plans):,} samples and "
+          f"{sum(p.faces for p in plans):,} faces match in {len(plans)} part(s); {len(shards)} shard(s) to rewrite")
+    for shard in shards:
+        print(f"  {shard}")
+    if args.dry_run:
+        print("dry run: nothing changed")
+        return 0
+    record = apply(run, request, plans, by=args.by)
+    write_stats(run)
+    print(f"done: request {record['request_id']} recorded in {run.root / 'takedowns.parquet'}")
+    return 0
+
+
 # ---------------------------------------------------------------------------- parser
 def _add(sub, name: str, help_: str, example: str, handler) -> argparse.ArgumentParser:
     p = sub.add_parser(name, help=help_, description=help_, epilog=f"example:\n  {example}",
@@ -305,6 +328,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run")
     p.add_argument("--format", choices=["sample2detect"], default="sample2detect")
     p.add_argument("--out", required=True)
+
+    p = _add(sub, "takedown", "remove samples by URL, domain or SAMPLE_ID from manifests, shards and embeddings",
+             "laionface takedown runs/lf --urls removal_request.txt --dry-run", cmd_takedown)
+    p.add_argument("run")
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--urls", help="file with one URL per line")
+    which.add_argument("--domains", help="file with one domain per line (subdomains match too)")
+    which.add_argument("--ids", help="file with one SAMPLE_ID per line")
+    p.add_argument("--dry-run", action="store_true", help="print what would change, change nothing")
+    p.add_argument("--by", help="who asked (default: the current user), recorded in takedowns.parquet")
 
     p = _add(sub, "import-detections", "use LAION-Face's published sample2detect_{part}.pth instead of running the detector",
              "laionface import-detections runs/lf detections/", cmd_import_detections)
