@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import getpass
 import hashlib
-import io
-import tarfile
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -30,6 +28,7 @@ from ..errors import ConfigError, MissingInputError
 from ..runfolder import RunFolder, atomic_path, write_parquet
 from ..schema import CANDIDATES, FACES, SAMPLES
 from ..status import drop
+from .rewrite import remove_embedding_rows, remove_members
 
 KINDS = ("urls", "domains", "ids")
 # Columns that identify the row and stay; everything else of a removed row is cleared.
@@ -139,41 +138,12 @@ def _scrub(table: pa.Table, keys: set[str], schema: pa.Schema, request_id: str) 
     return pa.Table.from_pylist(rows, schema=schema)
 
 
-def _rewrite_tar(path: Path, drop_stems: set[str]) -> None:
-    """Copy a tar without the members of `drop_stems`, keeping order and headers; atomic."""
-    with atomic_path(path) as tmp, tarfile.open(path) as src, tarfile.open(tmp, "w", format=src.format) as dst:
-        for member in src:
-            if member.name.split(".", 1)[0] in drop_stems:
-                continue
-            dst.addfile(member, src.extractfile(member) if member.isfile() else None)
-
-
 def _rewrite_raw_index(parquet: Path, drop_raw_keys: set[str]) -> None:
     """img2dataset's per-shard parquet holds URL and caption: drop the removed rows."""
     t = pq.read_table(parquet)
     keep = pc.invert(pc.is_in(t["key"], pa.array(sorted(drop_raw_keys), pa.string())))
     with atomic_path(parquet) as tmp:
         pq.write_table(t.filter(keep), tmp)
-
-
-def _rewrite_embeddings(run: RunFolder, part: int, keys: set[str]) -> bool:
-    root = run.embeddings
-    meta_path = root / "metadata" / f"metadata_{part}.parquet"
-    if not meta_path.exists():
-        return False
-    meta = pq.read_table(meta_path)
-    keep = ~np.isin(np.array(meta["key"].to_pylist(), dtype=object), list(keys))
-    if keep.all():
-        return False
-    for name in ("img_emb", "text_emb"):
-        path = root / name / f"{name}_{part}.npy"
-        if path.exists():
-            arr = np.load(path)
-            with atomic_path(path) as tmp, open(tmp, "wb") as f:
-                np.save(f, arr[keep])
-    with atomic_path(meta_path) as tmp:
-        pq.write_table(meta.filter(pa.array(keep)), tmp)
-    return True
 
 
 def apply(run: RunFolder, request: Request, plans: list[PartPlan], by: str | None = None) -> dict:
@@ -200,12 +170,12 @@ def apply(run: RunFolder, request: Request, plans: list[PartPlan], by: str | Non
                     stems[r["crop_shard"]].add(r["face_key"])
             write_parquet(faces.filter(pc.invert(is_mine)), run.faces(p.part), FACES)
         for tar, drop_stems in sorted(stems.items()):
-            _rewrite_tar(run.root / tar, drop_stems)
+            remove_members(run.root / tar, drop_stems)
             index = (run.root / tar).with_suffix(".parquet")
             if tar.startswith("raw/") and index.exists():
                 _rewrite_raw_index(index, drop_stems)
             rewritten.append(tar)
-        _rewrite_embeddings(run, p.part, keys)
+        remove_embedding_rows(run, p.part, keys)
         write_parquet(_scrub(run.read_candidates(p.part), keys, CANDIDATES, request_id), run.candidates(p.part), CANDIDATES)
         if samples is not None:
             write_parquet(_scrub(samples, keys, SAMPLES, request_id), run.samples(p.part), SAMPLES)
