@@ -264,6 +264,26 @@ def cmd_takedown(args) -> int:
     return 0
 
 
+def cmd_dedup(args) -> int:
+    from .audit.dedup import DedupConfig, apply, find
+    from .runfolder import RunFolder
+    from .summary import write_stats
+
+    run = RunFolder(_existing_run(args.run))
+    config = DedupConfig(exact=not args.no_exact, near=not args.no_near, hamming=args.hamming)
+    result = find(run, config)
+    print(f"{result.exact:,} exact and {result.near:,} near duplicates (pHash distance <= {config.hamming}) among kept samples")
+    for later, first in list(result.duplicate_of.items())[:20]:
+        print(f"  {later} duplicates {first}")
+    if args.dry_run:
+        print("dry run: nothing changed")
+        return 0
+    apply(run, result)
+    write_stats(run, {"dedup": {"exact": result.exact, "near": result.near, "hamming": config.hamming}})
+    print(f"marked duplicate; {len(result.shards_rewritten)} shard(s) rewritten")
+    return 0
+
+
 # ---------------------------------------------------------------------------- parser
 def _add(sub, name: str, help_: str, example: str, handler) -> argparse.ArgumentParser:
     p = sub.add_parser(name, help=help_, description=help_, epilog=f"example:\n  {example}",
@@ -327,6 +347,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run")
     p.add_argument("--format", choices=["sample2detect"], default="sample2detect")
     p.add_argument("--out", required=True)
+
+    p = _add(sub, "dedup", "mark exact (sha256) and near (perceptual hash) duplicates over the whole run",
+             "laionface dedup runs/lf --hamming 4 --dry-run", cmd_dedup)
+    p.add_argument("run")
+    p.add_argument("--hamming", type=int, default=4, help="max pHash bit distance of 64 for a near duplicate (default 4)")
+    p.add_argument("--no-exact", action="store_true", help="skip the sha256 pass")
+    p.add_argument("--no-near", action="store_true", help="skip the perceptual-hash pass")
+    p.add_argument("--dry-run", action="store_true", help="print what would change, change nothing")
 
     p = _add(sub, "takedown", "remove samples by URL, domain or SAMPLE_ID from manifests, shards and embeddings",
              "laionface takedown runs/lf --urls removal_request.txt --dry-run", cmd_takedown)
