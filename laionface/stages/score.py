@@ -64,7 +64,10 @@ class ScoreConfig:
     batch_size: int = 64  # images (and captions) per forward pass
     threads: int | None = None  # image decode/preprocess threads; None: min(8, CPUs)
     device: str = "auto"  # auto: cuda when available, else cpu; or cpu, cuda, cuda:1
-    prefetch: bool = True  # decode the next batch while the model runs on this one
+    # Decode the next batch on the `threads` pool while the model runs on this one. None: on
+    # with a GPU; off on CPU, where the pool would fight torch's own threads for the cores
+    # (then each batch is decoded by the whole pool first, and the model gets every core).
+    prefetch: bool | None = None
     # True (`score: {skip: true}`, the pipeline's "clip: skip"): load nothing, leave clip_score
     # null and drop nothing; config.json and the config hash record that scoring was off.
     skip: bool = False
@@ -291,6 +294,12 @@ class ScoreStage(Stage):
             return str(exc)
         return self.clip.preprocess(Image.fromarray(rgb))
 
+    @property
+    def prefetch(self) -> bool:
+        if self.config.prefetch is not None:
+            return self.config.prefetch
+        return self.clip is not None and str(self.clip.device).startswith("cuda")
+
     def _pool_get(self) -> ThreadPoolExecutor:
         if self._pool is None:
             self._pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="score-decode")
@@ -311,28 +320,28 @@ class ScoreStage(Stage):
         def submit(chunk: range) -> list[Future]:
             return [pool.submit(self._prepare, blobs[i]) for i in chunk]
 
+        prefetch = self.prefetch
         out: np.ndarray | None = None
         pending = submit(chunks[0]) if chunks else []
         for k, chunk in enumerate(chunks):
             futures = pending
-            if self.config.prefetch and k + 1 < len(chunks):
+            if prefetch and k + 1 < len(chunks):
                 pending = submit(chunks[k + 1])
             results = [f.result() for f in futures]
-            if not self.config.prefetch and k + 1 < len(chunks):
-                pending = submit(chunks[k + 1])
             good = [(i, r) for i, r in zip(chunk, results) if not isinstance(r, str)]
             for i, r in zip(chunk, results):
                 if isinstance(r, str):
                     errors[i] = r
-            if not good:
-                continue
-            batch = torch.stack([r for _, r in good]).to(self.clip.device, non_blocking=True)
-            with torch.no_grad():
-                emb = self.clip.model.encode_image(batch)
-                emb = torch.nn.functional.normalize(emb.float(), dim=-1).cpu().numpy()
-            if out is None:
-                out = np.full((n, emb.shape[1]), np.nan, np.float32)
-            out[[i for i, _ in good]] = emb
+            if good:
+                batch = torch.stack([r for _, r in good]).to(self.clip.device, non_blocking=True)
+                with torch.no_grad():
+                    emb = self.clip.model.encode_image(batch)
+                    emb = torch.nn.functional.normalize(emb.float(), dim=-1).cpu().numpy()
+                if out is None:
+                    out = np.full((n, emb.shape[1]), np.nan, np.float32)
+                out[[i for i, _ in good]] = emb
+            if not prefetch and k + 1 < len(chunks):  # decode only once the model is done
+                pending = submit(chunks[k + 1])
         return (out if out is not None else np.full((n, 0), np.nan, np.float32)), errors
 
     def encode_texts(self, texts: list[str]) -> np.ndarray:

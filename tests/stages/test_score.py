@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import json
 import socket
 import subprocess
 import sys
@@ -27,13 +26,9 @@ from laionface.stages.score import (  # noqa: E402
     read_embeddings,
 )
 from laionface.testing.faces import encode_jpeg, face_sources, non_face_images  # noqa: E402
+from laionface.testing.tiny_clip import TINY_NAME, save_tiny_clip  # noqa: E402
 
-TINY = "laionface-tiny"
-TINY_CONFIG = {
-    "embed_dim": 32,
-    "vision_cfg": {"image_size": 64, "layers": 2, "width": 64, "patch_size": 16, "head_width": 32},
-    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2},
-}
+TINY = TINY_NAME
 CAPTIONS = [
     "portrait of a smiling woman", "an astronaut in a white suit", "a cup of coffee on a table",
     "a cat lying on a sofa", "rocket launch at night", "the deep field of the Hubble telescope",
@@ -41,23 +36,10 @@ CAPTIONS = [
 ]
 
 
-def register_tiny(folder) -> None:
-    """Register the tiny architecture with open_clip, as a user adds a model config file."""
-    path = folder / f"{TINY}.json"
-    path.write_text(json.dumps(TINY_CONFIG))
-    open_clip.add_model_config(path)
-
-
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory) -> str:
     """A tiny CLIP (2+2 layers, width 64, 64 px images, embed 32), saved with torch.save."""
-    folder = tmp_path_factory.mktemp("tiny_clip")
-    register_tiny(folder)
-    torch.manual_seed(0)
-    model = open_clip.create_model(TINY)
-    path = folder / "tiny_clip.pt"
-    torch.save(model.state_dict(), path)
-    return str(path)
+    return str(save_tiny_clip(tmp_path_factory.mktemp("tiny_clip")))
 
 
 @pytest.fixture(scope="module")
@@ -142,7 +124,7 @@ def test_score_is_the_diagonal_of_the_similarity_matrix_and_embeddings_are_norma
 def test_rows_stay_aligned_across_batches_and_shuffled_input(tiny_checkpoint):
     table = sample_table(10)
     whole = scores_by_key(stage_for(tiny_checkpoint, batch_size=64)(table))
-    in_threes = stage_for(tiny_checkpoint, batch_size=3, prefetch=True)(table)
+    in_threes = stage_for(tiny_checkpoint, batch_size=3, prefetch=True)(table)  # decode overlaps the model
     assert scores_by_key(in_threes) == pytest.approx(whole, abs=1e-5)
     order = np.random.default_rng(7).permutation(10)
     shuffled = stage_for(tiny_checkpoint, batch_size=3, prefetch=False)(table.take(order))
