@@ -10,6 +10,7 @@ import yaml
 
 from .config import config_hash, from_dict, to_dict
 from .errors import ConfigError, MissingInputError
+from .stages.crop import CropConfig
 from .stages.detect import DetectConfig
 from .stages.download import DownloadConfig
 from .stages.select import SelectConfig
@@ -23,6 +24,14 @@ class LaionFaceShardsConfig:
     max_bytes: int = 1_000_000_000
 
 
+@dataclass(frozen=True)
+class LaionFaceCroppedShardsConfig:
+    """RUN/laion_face_cropped/: one square crop per kept face (the crop stage's output)."""
+
+    max_count: int = 10000
+    max_bytes: int = 1_000_000_000
+
+
 _NOT_SHAPING = {"thread_count", "processes_count", "threads", "batch_size", "prefetch", "allow_private_addresses"}
 
 # stage key in YAML -> settings class, in the order they run
@@ -30,7 +39,9 @@ STAGE_CONFIGS: dict[str, type] = {
     "select": SelectConfig,
     "download": DownloadConfig,
     "detect": DetectConfig,
+    "crop": CropConfig,
     "laion_face": LaionFaceShardsConfig,
+    "laion_face_cropped": LaionFaceCroppedShardsConfig,
 }
 
 
