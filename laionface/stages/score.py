@@ -198,8 +198,9 @@ def pick_device(device: str) -> str:
     return device
 
 
-def load_clip(config: ScoreConfig) -> ClipModel:
-    """Load the model the config names, offline (see `resolve_weights`)."""
+def check_weights(config: ScoreConfig) -> tuple[str | None, dict]:
+    """What `load_clip` would load (see `resolve_weights`), building nothing: raises
+    ModelNotFoundError / ConfigError with the one line to show, so a command can stop early."""
     try:
         import open_clip
         import torch  # noqa: F401
@@ -210,7 +211,15 @@ def load_clip(config: ScoreConfig) -> ClipModel:
     name = config.model
     if not (name.startswith(("hf-hub:", "local-dir:")) or open_clip.get_model_config(name)):
         raise ConfigError(f"score.model {name!r} is not an open_clip model; open_clip.list_models() names them")
-    checkpoint, tag_cfg = resolve_weights(name, config.pretrained)
+    return resolve_weights(name, config.pretrained)
+
+
+def load_clip(config: ScoreConfig) -> ClipModel:
+    """Load the model the config names, offline (see `resolve_weights`)."""
+    import open_clip
+
+    checkpoint, tag_cfg = check_weights(config)
+    name = config.model
     device = pick_device(config.device)
     kwargs: dict[str, Any] = {}
     if tag_cfg.get("quick_gelu"):  # what open_clip does itself when given the tag
