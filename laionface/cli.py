@@ -181,7 +181,7 @@ def cmd_run(args) -> int:
 def cmd_demo(args) -> int:
     from .demo import run_demo
 
-    return run_demo(Path(args.out), n_rows=args.rows)
+    return run_demo(Path(args.out), n_rows=args.rows, captions=args.captions)
 
 
 def cmd_export_detections(args) -> int:
@@ -284,6 +284,33 @@ def cmd_dedup(args) -> int:
     return 0
 
 
+def cmd_pretrain(args) -> int:
+    from .train.pretrain import PretrainConfig, pretrain
+
+    run = _existing_run(args.run)
+    config = PretrainConfig(steps=args.steps, batch_size=args.batch_size, image_size=args.image_size, source=args.source,
+                            seed=args.seed, max_minutes=args.max_minutes, workers=args.workers, device=args.device)
+    result = pretrain(run, config, out=args.out)
+    last = result.losses[-1] if result.losses else {}
+    print(f"{len(result.losses)} steps, {result.samples_seen:,} samples in {result.seconds:.0f} s; last loss "
+          f"{last.get('loss', float('nan')):.3f} (contrastive {last.get('contrastive', float('nan')):.3f}, "
+          f"mim {last.get('mim', float('nan')):.3f})")
+    print(f"checkpoint: {result.checkpoint}\nscore with it: {PROG} score {run} --model local-dir:{result.checkpoint.parent}")
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from .train.evaluate import evaluate, format_table
+    from .train.pretrain import default_checkpoint
+
+    run = _existing_run(args.run)
+    result = evaluate(run, Path(args.ckpt) if args.ckpt else default_checkpoint(run).parent, device=args.device)
+    print(format_table(result))
+    where = f"{run / 'eval.json'}" + (f" and {run / 'report.html'}" if result["report_updated"] else "")
+    print(f"pretrained beats random init on every probe: {'yes' if result['beats_random_init'] else 'NO'}; written to {where}")
+    return 0
+
+
 # ---------------------------------------------------------------------------- parser
 def _add(sub, name: str, help_: str, example: str, handler) -> argparse.ArgumentParser:
     p = sub.add_parser(name, help=help_, description=help_, epilog=f"example:\n  {example}",
@@ -301,6 +328,8 @@ def build_parser() -> argparse.ArgumentParser:
              "laionface demo --out demo-run", cmd_demo)
     p.add_argument("--out", default="demo-run", help="run folder to create (default: demo-run)")
     p.add_argument("--rows", type=int, default=320, help="sample rows to build (default 320)")
+    p.add_argument("--captions", choices=["laion", "describe"], default="laion",
+                   help="laion: real LAION captions (default); describe: captions saying what each photo shows (for pretrain/evaluate)")
 
     p = _add(sub, "select", "filter LAION-400M metadata parts by an ID list and metadata rules",
              "laionface select --meta 'laion400m-meta/*.parquet' --ids laion_face_ids.pth --subset 20M --out runs/lf20m", cmd_select)
@@ -384,6 +413,25 @@ def build_parser() -> argparse.ArgumentParser:
     p = _add(sub, "report", "write RUN/report.html (funnel, errors, faces, CLIP, domains, throughput) and stats.json",
              "laionface report runs/lf", cmd_report)
     p.add_argument("run")
+
+    p = _add(sub, "pretrain", "train a tiny FaRL-style CLIP (contrastive + masked image modelling) on the run's shards",
+             "laionface pretrain demo-run --steps 1000 --out demo-run/pretrain/open_clip_pytorch_model.bin", cmd_pretrain)
+    p.add_argument("run")
+    p.add_argument("--steps", type=int, default=1000, help="optimizer steps (default 1000; --max-minutes may stop earlier)")
+    p.add_argument("--out", help="checkpoint file (default RUN/pretrain/open_clip_pytorch_model.bin); its config goes beside it")
+    p.add_argument("--source", choices=["cropped", "full"], help="LAION-FACE-cropped or full-image shards (default: cropped if present)")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--image-size", type=int, default=64, choices=[64, 72, 80, 88, 96, 104, 112], help="input pixels (patch 8)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max-minutes", type=float, default=9.0, help="stop and save after this long (default 9; 0: no limit)")
+    p.add_argument("--workers", type=int, default=2, help="DataLoader workers (default 2)")
+    p.add_argument("--device", default="auto", help="auto (GPU when present), cpu, cuda")
+
+    p = _add(sub, "evaluate", "probe a pretrain checkpoint against random init: face/non-face, landmarks, retrieval",
+             "laionface evaluate demo-run --ckpt demo-run/pretrain", cmd_evaluate)
+    p.add_argument("run")
+    p.add_argument("--ckpt", help="checkpoint file or its folder (default RUN/pretrain)")
+    p.add_argument("--device", default="auto")
     return parser
 
 

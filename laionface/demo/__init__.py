@@ -30,14 +30,36 @@ def _image_plan(n: int, rng: np.random.Generator) -> list[str]:
     return plan
 
 
-def build_sample(folder: Path, base_url: str, n_rows: int, seed: int = 0, parts: int = PARTS) -> tuple[list[Path], Path]:
+# captions="describe": what each composed photo shows, so that image-text pairs carry a signal
+# a model can learn (`laionface pretrain` / `evaluate`'s retrieval probe); "laion" (the default)
+# keeps real LAION captions, assigned round-robin, which say nothing about the composed image.
+CAPTION_MODES = ("laion", "describe")
+_SUBJECTS = {
+    "astronaut": "astronaut Eileen Collins in a white spacesuit", "camera": "a cameraman with a tripod, black and white",
+    "grace_hopper": "Grace Hopper in navy uniform", "lfw_0": "a grey passport photo of a man with short hair",
+    "lfw_2": "a grey photo of a smiling man", "lfw_3": "a grey close-up of a man in a suit",
+    "lfw_41": "a grey snapshot of a woman",
+}
+_PLACES = {"coffee": "a cup of coffee", "chelsea": "a tabby cat", "rocket": "a rocket launch",
+           "hubble_deep_field": "the night sky full of galaxies", "brick": "a brick wall"}
+
+
+def _describe(source: str, face_px: int, place: str) -> str:
+    size = "a close-up of" if face_px >= 150 else "a portrait of" if face_px >= 90 else "a small picture of"
+    return f"{size} {_SUBJECTS.get(source, 'a person')} in front of {_PLACES.get(place, place)}"
+
+
+def build_sample(folder: Path, base_url: str, n_rows: int, seed: int = 0, parts: int = PARTS,
+                 captions: str = "laion") -> tuple[list[Path], Path]:
     """Write images under folder/www, metadata parts under folder/meta, and an ID list; return them."""
     from ..testing.faces import compose, encode_jpeg, face_sources, fault_images, non_face_images
 
     rng = np.random.default_rng(seed)
     www = folder / "www"
     www.mkdir(parents=True, exist_ok=True)
-    captions = pq.read_table(HERE / "laion_sample_captions.parquet")["TEXT"].to_pylist()
+    if captions not in CAPTION_MODES:
+        raise ValueError(f"captions must be one of {', '.join(CAPTION_MODES)}, not {captions!r}")
+    laion_captions = pq.read_table(HERE / "laion_sample_captions.parquet")["TEXT"].to_pylist()
     sources = face_sources()
     non_faces = list(non_face_images().items())
     backgrounds = ["coffee", "chelsea", "rocket", "hubble_deep_field", "brick"]
@@ -54,10 +76,12 @@ def build_sample(folder: Path, base_url: str, n_rows: int, seed: int = 0, parts:
             comp = compose(sources[i % len(sources)], face_px, (w, h), backgrounds[i % len(backgrounds)], rng=rng)
             (www / name).write_bytes(encode_jpeg(comp.image, quality=int(rng.integers(70, 95))))
             width, height = w, h
+            described = _describe(sources[i % len(sources)].name, face_px, backgrounds[i % len(backgrounds)])
         elif kind == "non_face":
-            _, img = non_faces[i % len(non_faces)]
+            place, img = non_faces[i % len(non_faces)]
             (www / name).write_bytes(encode_jpeg(img))
             width, height = img.shape[1], img.shape[0]
+            described = f"a photo of {_PLACES.get(place, place)}"
         if kind == "404":
             url = f"{base_url}/fault/404?i={i}"
         elif kind == "html":
@@ -70,7 +94,8 @@ def build_sample(folder: Path, base_url: str, n_rows: int, seed: int = 0, parts:
             url = f"ftp://127.0.0.1/{name}"
         elif kind == "dup_url" and rows:
             url = rows[-1]["URL"]
-        caption = "" if kind == "empty_caption" else captions[i % len(captions)]
+        caption = "" if kind == "empty_caption" else (
+            described if captions == "describe" and kind in ("face", "non_face", "dup_url", "noai") else laion_captions[i % len(laion_captions)])
         rows.append({"SAMPLE_ID": 1_000_000 + 7 * i, "URL": url, "TEXT": caption, "HEIGHT": float(height), "WIDTH": float(width),
                      "LICENSE": "?", "NSFW": "UNLIKELY" if i % 29 else "NSFW", "similarity": float(rng.uniform(0.3, 0.42))})
     meta = folder / "meta"
@@ -87,7 +112,7 @@ def build_sample(folder: Path, base_url: str, n_rows: int, seed: int = 0, parts:
     return paths, ids
 
 
-def run_demo(out: Path, n_rows: int = 320) -> int:
+def run_demo(out: Path, n_rows: int = 320, captions: str = "laion") -> int:
     from ..idlists import load_id_list
     from ..pipeline import Pipeline
     from ..runfolder import RunFolder, write_json
@@ -105,7 +130,7 @@ def run_demo(out: Path, n_rows: int = 320) -> int:
     with tempfile.TemporaryDirectory(prefix="laionface-demo-") as tmp, FaultServer(Path(tmp) / "www", timeout_delay=5) as server:
         print(f"building {n_rows} sample rows from real face photos, served at {server.url}")
         (Path(tmp) / "www").mkdir(exist_ok=True)
-        meta_paths, ids_path = build_sample(Path(tmp), server.url, n_rows)
+        meta_paths, ids_path = build_sample(Path(tmp), server.url, n_rows, captions=captions)
         results = select(plan_parts(str(meta_paths[0].parent)), load_id_list(ids_path), pipeline.get("select"), run.candidates)
         write_json({"pipeline": pipeline.to_dict(), "config_hash": pipeline.hash}, run.config)
         write_stats(run, {"select": {str(r.part): vars(r) for r in results}})
