@@ -445,8 +445,9 @@ class ScoreStage(Stage):
         table = _set(table, "clip_score", pa.array(clip_score, pa.float32()))
         if crop_scores is not None:
             table = _set(table, "crop_clip_scores", pa.array(crop_scores, pa.list_(pa.float32())))
-        table = _set(table, "img_emb", _fixed_list(img_full, present))
-        table = _set(table, "text_emb", _fixed_list(txt_full, present))
+        if dim:  # a batch with nothing scored carries no embedding columns
+            table = _set(table, "img_emb", _fixed_list(img_full, present))
+            table = _set(table, "text_emb", _fixed_list(txt_full, present))
         return set_drops(table, new_status, new_error)
 
     def close(self) -> None:

@@ -322,3 +322,14 @@ def test_alive_mask_matches_what_was_scored(tiny_checkpoint):
     out = stage_for(tiny_checkpoint)(table)
     scored = pc.is_valid(out["clip_score"]).to_pylist()
     assert scored == [s == "kept" for s in table["status"].to_pylist()]
+
+
+def test_a_batch_with_nothing_alive_passes_through(tiny_checkpoint, tmp_path):
+    table = sample_table(3).append_column("crops", crops_column([[b"x"], [], []]))
+    table = table.set_column(5, "status", pa.array(["no_face"] * 3))
+    for t in (table, table.slice(0, 0)):
+        out = stage_for(tiny_checkpoint)(t)
+        assert out["status"].to_pylist() == t["status"].to_pylist() and out["clip_score"].null_count == t.num_rows
+        writer = EmbeddingsWriter(tmp_path / "embeddings", 0)
+        writer.add(out)
+        assert writer.close() == 0
