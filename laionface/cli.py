@@ -311,6 +311,18 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def cmd_card(args) -> int:
+    from .audit.card import write_card
+
+    run = _existing_run(args.run)
+    result = write_card(run, Path(args.out) if args.out else None)
+    print(f"croissant: {result.croissant} (mlcroissant: valid, {len(result.warnings)} warning(s))")
+    for warning in result.warnings:
+        print(f"  warning: {warning}")
+    print(f"card:      {result.markdown}")
+    return 0
+
+
 # ---------------------------------------------------------------------------- parser
 def _add(sub, name: str, help_: str, example: str, handler) -> argparse.ArgumentParser:
     p = sub.add_parser(name, help=help_, description=help_, epilog=f"example:\n  {example}",
@@ -432,6 +444,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run")
     p.add_argument("--ckpt", help="checkpoint file or its folder (default RUN/pretrain)")
     p.add_argument("--device", default="auto")
+
+    p = _add(sub, "card", "write a dataset card: RUN/croissant.json (Croissant + RAI, checked by mlcroissant) and RUN/DATASET_CARD.md",
+             "laionface card runs/lf", cmd_card)
+    p.add_argument("run")
+    p.add_argument("--out", help="folder for croissant.json and DATASET_CARD.md (default: the run folder)")
     return parser
 
 
