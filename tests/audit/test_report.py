@@ -55,8 +55,11 @@ def test_report_has_every_section_and_decodable_plots(demo_report):
     assert all(img.format == "PNG" and img.width > 100 and img.height > 100 for img in images)
     assert "src=\"http" not in page and "<script" not in page  # self-contained
     assert "58b918eb" in page or re.search(r"config hash <code>[0-9a-f]{16}</code>", page)
-    assert "not scored" in page  # the demo runs no score stage
-    assert "full images from LAION-FACE shards" in page  # no cropped shards in the demo: boxes drawn
+    stats = json.loads((demo_report / "stats.json").read_text())["report"]
+    assert ("not scored" in page) == (not stats["clip_score"]["scored"])
+    cropped = any((demo_report / "laion_face_cropped").glob("part-*/*.tar"))  # the demo crops once issue #6 lands
+    want = "face crops from LAION-FACE-cropped shards" if cropped else "full images from LAION-FACE shards"
+    assert want in page and stats["sample_grid"]["source"] == ("laion_face_cropped" if cropped else "laion_face")
 
 
 def test_stats_json_has_the_funnel_and_the_report_numbers(demo_report):
@@ -67,7 +70,7 @@ def test_stats_json_has_the_funnel_and_the_report_numbers(demo_report):
     assert rep["total_rows"] == sum(want.values())
     assert sum(rep["download_errors"].values()) == sum(v for k, v in want.items() if k.startswith("download_failed:"))
     assert sum(rep["faces_per_image"].values()) > 0 and rep["face_size"]["n"] == stats["faces"]
-    assert rep["clip_score"]["scored"] is False
+    assert rep["clip_score"]["scored"] or rep["clip_score"]["note"].startswith("not scored")
     assert set(rep["throughput"]) == {"0", "1"} and all(p["rows_per_s"] > 0 for p in rep["throughput"].values())
     assert rep["sample_grid"]["images"] > 0 and "select" in stats  # select's numbers are kept
 
