@@ -295,7 +295,7 @@ def cmd_pretrain(args) -> int:
     print(f"{len(result.losses)} steps, {result.samples_seen:,} samples in {result.seconds:.0f} s; last loss "
           f"{last.get('loss', float('nan')):.3f} (contrastive {last.get('contrastive', float('nan')):.3f}, "
           f"mim {last.get('mim', float('nan')):.3f})")
-    print(f"checkpoint: {result.checkpoint}\nscore with it: {PROG} score {run} --model local-dir:{result.checkpoint.parent}")
+    print(f"checkpoint: {result.checkpoint}\nas an open_clip model (e.g. score.model in a pipeline): local-dir:{result.checkpoint.parent}")
     return 0
 
 

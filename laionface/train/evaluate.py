@@ -159,13 +159,14 @@ def probe_data(run: Path | str, source: str = "full") -> ProbeData:
             crop, points = data.face_crop(sample["image"], face["box"], face["landmarks"], rng)
             crops[split][0].append(crop)
             crops[split][1].append(points.reshape(-1))
-        if split == "heldout" and sample["text"].strip():
-            if source == "cropped":  # the model learned from face crops: show it the crop (a loose one)
-                if faces:
-                    pair_images.append(data.face_crop(sample["image"], faces[0]["box"], None, _rng(sample["key"] + "/pair"),
-                                                      scale=(1.6, 1.6), shift=0.0)[0])
-                    pair_texts.append(sample["text"])
-            else:
+        if split == "heldout" and sample["text"].strip() and source == "full":
+            pair_images.append(sample["image"])
+            pair_texts.append(sample["text"])
+    if source == "cropped":  # the pairs the model learned from: a held-out image's first crop and its caption
+        seen = set()
+        for sample in data.iter_samples(data.shard_paths(run, "cropped"), "heldout"):
+            if sample["text"].strip() and data.image_key(sample["key"]) not in seen:
+                seen.add(data.image_key(sample["key"]))
                 pair_images.append(sample["image"])
                 pair_texts.append(sample["text"])
     lfw_images, lfw_labels = _lfw()

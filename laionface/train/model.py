@@ -15,6 +15,7 @@ A checkpoint folder holds:
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -59,7 +60,13 @@ def create_clip(config: dict, seed: int | None = None):
         register(config, Path(tmp))
     if seed is not None:
         torch.manual_seed(seed)
-    return open_clip.create_model(MODEL_NAME)
+    quiet = logging.getLogger()
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)  # open_clip warns "no pretrained weights loaded": random init is the point here
+    try:
+        return open_clip.create_model(MODEL_NAME)
+    finally:
+        quiet.setLevel(level)
 
 
 def tokenizer(config: dict):
