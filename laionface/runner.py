@@ -1,7 +1,8 @@
 """The local runner: takes each part from candidates to manifests and shards, in-process.
 
 Per part: download (img2dataset) -> stream the raw shards in batches -> batch stages
-(detect, ...) -> LAION-FACE shard writer -> samples and faces manifests -> `_done` marker,
+(detect, crop, ...) -> LAION-FACE and LAION-FACE-cropped shard writers -> samples and faces
+manifests -> `_done` marker,
 written last. A re-run skips done parts and redoes the rest; a failing part is recorded in
 `_failed/` and the others still run.
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import json
 import platform
+import shutil
 import tarfile
 import time
 import traceback
@@ -22,11 +24,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from .errors import ConfigError
 from .pipeline import Pipeline
 from .runfolder import RunFolder, write_parquet
 from .schema import FACES, PIPELINE_VERSION, SAMPLES
 from .sample2detect import ImportedDetections
 from .shards import ShardWriter
+from .stages.crop import CropStage, face_key, with_crop_shards
 from .stages.detect import DetectStage, faces_table
 from .stages.download import download_part
 from .status import KEPT
@@ -78,6 +82,26 @@ def _laion_face_files(row: dict, faces: list[dict]) -> dict[str, bytes]:
     return {"jpg": row["image"], "txt": (row["TEXT"] or "").encode(), "json": json.dumps(meta, sort_keys=True).encode()}
 
 
+def _laion_face_cropped_files(row: dict, face: dict, crop: dict, config) -> dict[str, bytes]:
+    """One LAION-FACE-cropped sample: the crop, the caption, and where it came from."""
+    m = crop["transform"]
+    meta = {k: row[k] for k in ("key", "SAMPLE_ID", "URL")}
+    meta.update(source_shard=row["shard"], face_key=face_key(row["key"], face["face_index"]), face_index=face["face_index"],
+                score=face["score"], box=face["box"], landmarks=face["landmarks"], box_crop=crop["box_crop"],
+                landmarks_crop=crop["landmarks_crop"], transform=[m[0:3], m[3:6]], recipe=config.recipe, size=config.size)
+    return {"jpg": crop["jpg"], "txt": (row["TEXT"] or "").encode(), "json": json.dumps(meta, sort_keys=True).encode()}
+
+
+def parts_to_recrop(run: RunFolder, pipeline: Pipeline, parts: list[int]) -> list[int]:
+    """Done parts not made by `pipeline` (e.g. detected before crop was turned on): `laionface crop`
+    deletes their `_done` marker so the runner redoes them; the download stays cached."""
+    redo = []
+    for part in parts:
+        if run.is_done(part) and json.loads(run.done_marker(part).read_text()).get("config_hash") != pipeline.hash:
+            redo.append(part)
+    return redo
+
+
 class LocalRunner:
     def __init__(self, run: RunFolder, pipeline: Pipeline, progress: bool = True, worker: str | None = None):
         self.run = run
@@ -109,24 +133,40 @@ class LocalRunner:
         face_tables: list[pa.Table] = []
         writer = ShardWriter(run.laion_face(part), run.root, p.get("laion_face").max_count, p.get("laion_face").max_bytes)
         detect = self.detect_stage(part) if p.runs("detect") else None
-        with writer:
+        if p.runs("crop") and detect is None:
+            raise ConfigError("the crop stage needs detect: add a detect section to the pipeline")
+        crop = CropStage(p.get("crop")) if p.runs("crop") else None
+        shutil.rmtree(run.laion_face_cropped(part), ignore_errors=True)  # no stale crops from an earlier try
+        cropped = ShardWriter(run.laion_face_cropped(part), run.root, p.get("laion_face_cropped").max_count, p.get("laion_face_cropped").max_bytes)
+        crop_shards: dict[str, str] = {}  # face_key -> RUN-relative cropped tar
+        with writer, cropped:
             for batch in _image_batches(run, table, IMAGE_BATCH):
                 if detect is not None:
                     t = time.perf_counter()
                     batch = detect(batch)
                     seconds["detect"] = seconds.get("detect", 0.0) + time.perf_counter() - t
                     face_tables.append(faces_table(batch, PIPELINE_VERSION, p.hash))
+                if crop is not None:
+                    t = time.perf_counter()
+                    batch = crop(batch)
+                    seconds["crop"] = seconds.get("crop", 0.0) + time.perf_counter() - t
                 t = time.perf_counter()
                 for row in batch.to_pylist():
                     faces = row.pop("faces", None) or []
+                    crops = row.pop("crops", None) or []
                     if row["status"] == KEPT and (detect is None or row["kept_face_count"]):
                         row["shard"] = writer.write(row["key"], _laion_face_files(row, faces))
+                        by_index = {f["face_index"]: f for f in faces}
+                        for c in crops:
+                            fk = face_key(row["key"], c["face_index"])
+                            files = _laion_face_cropped_files(row, by_index[c["face_index"]], c, crop.config)
+                            crop_shards[fk] = cropped.write(fk, files)
                     row.pop("image")
                     done_rows[row["key"]] = row
                 seconds["write"] = seconds.get("write", 0.0) + time.perf_counter() - t
 
         samples = self._samples_manifest(table, done_rows)
-        faces = pa.concat_tables(face_tables) if face_tables else FACES.empty_table()
+        faces = with_crop_shards(pa.concat_tables(face_tables) if face_tables else FACES.empty_table(), crop_shards)
         write_parquet(faces, run.faces(part), FACES)
         write_parquet(samples, run.samples(part), SAMPLES)
         counts = dict(sorted(zip(*[x.tolist() for x in np.unique(samples["status"].to_numpy(zero_copy_only=False), return_counts=True)]))) if samples.num_rows else {}

@@ -120,6 +120,7 @@ def run_demo(out: Path, n_rows: int = 320, captions: str = "laion") -> int:
     from ..stages.select import plan_parts, select
     from ..summary import format_funnel, funnel, outputs_listing, write_stats
     from ..testing.server import FaultServer
+    from ..contactsheet import contact_sheet
 
     t0 = time.perf_counter()
     out = Path(out)
@@ -136,6 +137,7 @@ def run_demo(out: Path, n_rows: int = 320, captions: str = "laion") -> int:
         write_stats(run, {"select": {str(r.part): vars(r) for r in results}})
         outcomes = LocalRunner(run, pipeline).run_parts()
     stats = write_stats(run)
+    sheet, n_crops, n_full = contact_sheet(out, out / "contact_sheet.png")
     counts: Counter = funnel(run)
     not_in_list = sum(r.input_rows - r.matched_rows for r in results)
     counts["not_in_id_list"] = not_in_list
@@ -143,6 +145,7 @@ def run_demo(out: Path, n_rows: int = 320, captions: str = "laion") -> int:
     print(format_funnel(counts, f"funnel: {n_rows} input rows"))
     assert sum(counts.values()) == n_rows, "funnel does not add up to the input"
     print(f"\nfaces detected: {stats['faces']}; parts: {len(outcomes)} ({sum(o.state == 'done' for o in outcomes)} done)")
+    print(f"contact sheet: {sheet} ({n_crops} crops, {n_full} source images with boxes and landmarks)")
     print(f"outputs under {out}:\n{outputs_listing(out)}")
     print(f"demo finished in {time.perf_counter() - t0:.1f} s")
     return 0 if all(o.state == "done" for o in outcomes) else 1
