@@ -45,7 +45,8 @@ def cropped_shards(tmp_path_factory, composed_faces):
 def test_ray_data_reads_the_cropped_shards(cropped_shards):
     ray = pytest.importorskip("ray")
     tars, keys = cropped_shards
-    ray.init(num_cpus=1, include_dashboard=False, object_store_memory=150 * 1024**2, log_to_driver=False)
+    # address="local": start a private instance, never attach to a Ray another process started here
+    ray.init(address="local", num_cpus=1, include_dashboard=False, object_store_memory=150 * 1024**2, log_to_driver=False)
     try:
         rows = ray.data.read_webdataset([str(t) for t in tars], decoder=None).take_all()
     finally:
