@@ -56,10 +56,12 @@ def generate(root: Path, rows: int) -> Path:
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    from laionface.schema import SAMPLES, validate
+    from laionface.domains import domains as url_domains
+    from laionface.schema import MANIFEST_VERSION, SAMPLES, validate
 
     folder = root / "manifests" / "samples"
-    if (root / "_complete").exists():
+    marker = root / "_complete"
+    if marker.exists() and marker.read_text().split() == [str(rows), MANIFEST_VERSION]:
         return root
     folder.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
@@ -109,6 +111,7 @@ def generate(root: Path, rows: int) -> Path:
             "LICENSE": pa.array(np.where(rng.random(n) < 0.9, "?", "creativecommons.org/licenses/by/4.0")),
             "NSFW": pa.array(np.where(st == "nsfw", "NSFW", np.where(rng.random(n) < 0.9, "UNLIKELY", "UNSURE"))),
             "similarity": pa.array((0.3 + 0.1 * rng.random(n)).astype(np.float32)),
+            "domain": url_domains(url),  # stored since manifest 1.1, as the runner writes it
             "raw_shard": masked(np.full(n, f"raw/{part_name}/00000.tar"), downloaded, pa.string()),
             "raw_key": masked(np.char.zfill(idx.astype(str), 9), downloaded, pa.string()),
             "sha256": masked(np.char.zfill(sid.astype(str), 64), downloaded, pa.string()),
@@ -133,7 +136,7 @@ def generate(root: Path, rows: int) -> Path:
         pq.write_table(table, tmp, compression="zstd", write_statistics=True)
         os.replace(tmp, folder / f"{part_name}.parquet")
     (root / "candidates").mkdir(exist_ok=True)
-    (root / "_complete").write_text(f"{rows}\n")
+    marker.write_text(f"{rows} {MANIFEST_VERSION}\n")
     print(f"generated {rows:,} rows in {N_PARTS} files under {root} in {time.perf_counter() - t0:.1f} s", flush=True)
     return root
 

@@ -11,7 +11,7 @@ from . import __version__
 from .errors import InputError
 from .status import is_valid
 
-MANIFEST_VERSION = "1.0"
+MANIFEST_VERSION = "1.1"  # 1.1: samples.domain
 PIPELINE_VERSION = __version__
 
 # Columns of a LAION-400M metadata part, and the types we normalise them to.
@@ -45,6 +45,7 @@ SAMPLES = pa.schema(
     _ROW_ID
     + _LAION
     + [
+        pa.field("domain", pa.string()),  # URL host, lowercased, no www./port (laionface.domains)
         # download (img2dataset)
         pa.field("raw_shard", pa.string()),  # RUN-relative tar holding the downloaded bytes
         pa.field("raw_key", pa.string()),  # img2dataset's key inside raw_shard

@@ -16,32 +16,34 @@ from typing import IO, Iterator
 
 import pyarrow as pa
 
+from ..domains import HOST_PATTERN
 from ..errors import ConfigError, InputError
 from ..runfolder import RunFolder
 from ..schema import CANDIDATES, FACES, PARTS, SAMPLES
 
+
+def _sql_str(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
 FORMATS = ("table", "csv", "json", "parquet")
 TABLES = ("samples", "faces", "parts", "candidates")
 
-# Host of a URL, lowercased, without userinfo, port, query or a leading `www.`; NULL when there is
-# no `scheme://host`. split_part + two short regexes: ~30% faster than one anchored regexp_extract.
+# `domain` as laionface.domains defines it (same regex), for manifests older than 1.1, which do
+# not store it.
 MACROS = {
-    "domain_of(url)": "nullif(regexp_replace(split_part(regexp_replace(lower(split_part(url, '/', 3)), "
-                      "'[?#].*$', ''), '@', -1), '^www\\.|:[0-9]*$', '', 'g'), '')",
+    "domain_of(url)": f"nullif(regexp_replace(lower(regexp_extract(url, {_sql_str(HOST_PATTERN)}, 1)), '^www\\.', ''), '')",
     "reason(status)": "split_part(status, ':', 1)",  # `download_failed:timeout` -> `download_failed`
     "detail(status)": "nullif(split_part(status, ':', 2), '')",  # -> `timeout`
     "face_width(box)": "box[3] - box[1]",
     "face_height(box)": "box[4] - box[2]",
     "face_size(box)": "least(box[3] - box[1], box[4] - box[2])",  # the side detect's min_face_size reads
 }
+# Samples manifests store `domain` since 1.1 (laionface.domains); older ones get it computed here.
 _EXTRA_COLUMNS = {"samples": ", domain_of(URL) AS domain"}
 # DuckDB identifiers are case-insensitive: samples' `width`/`height` (the downloaded image) collide
 # with LAION's `WIDTH`/`HEIGHT` and DuckDB would call them width_1/height_1. The views name them:
 RENAMES = {"width_1": "image_width", "height_1": "image_height"}
-
-
-def _sql_str(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
 
 
 def _files(run: RunFolder, table: str) -> list[Path]:
@@ -92,7 +94,10 @@ def connect(run_root: Path | str):
                 source = f"_empty_{name}"
             cols = [row[0] for row in con.execute(f"DESCRIBE SELECT * FROM {source}").fetchall()]
             select = ", ".join(f'"{c}" AS {RENAMES[c]}' if c in RENAMES else f'"{c}"' for c in cols)
-            con.execute(f"CREATE VIEW {name} AS SELECT {select}{_EXTRA_COLUMNS.get(name, '')} FROM {source}")
+            extra = _EXTRA_COLUMNS.get(name, "") if "domain" not in cols else ""
+            if name == "samples" and "domain" in cols:  # manifests older than 1.1 have no stored domain
+                select = select.replace('"domain"', 'coalesce("domain", domain_of(URL)) AS domain')
+            con.execute(f"CREATE VIEW {name} AS SELECT {select}{extra} FROM {source}")
         con.register("_parts", parts_table(run))
         con.execute("CREATE VIEW parts AS SELECT * FROM _parts")
     except BaseException:

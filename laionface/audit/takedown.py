@@ -17,13 +17,13 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from ..domains import domain, domains
 from ..errors import ConfigError, MissingInputError
 from ..runfolder import RunFolder, atomic_path, write_parquet
 from ..schema import CANDIDATES, FACES, SAMPLES
@@ -64,7 +64,7 @@ class Request:
             except ValueError as exc:
                 raise ConfigError(f"{path}: --ids takes one integer SAMPLE_ID per line ({exc})") from None
         elif kind == "domains":
-            entries = frozenset(_domain(d if "://" in d else f"http://{d}") for d in lines)
+            entries = frozenset(domain(d if "://" in d else f"http://{d}") for d in lines)
         else:
             entries = frozenset(lines)
         return cls(kind, entries, path, hashlib.sha256(data).hexdigest())
@@ -74,21 +74,14 @@ class Request:
             return np.array([u in self.entries for u in urls], bool)
         if self.kind == "ids":
             return np.array([i in self.entries for i in ids], bool)
-        return np.array([_in_domains(_domain(u), self.entries) for u in urls], bool)
+        hosts = domains(pa.array(urls, pa.string())).to_pylist()
+        return np.array([_in_domains(h, self.entries) for h in hosts], bool)
 
 
-def _domain(url: str | None) -> str | None:
-    try:
-        host = urlsplit(url).hostname if url else None
-    except ValueError:
-        return None
-    return host[4:] if host and host.startswith("www.") else host
-
-
-def _in_domains(host: str | None, domains: frozenset) -> bool:
+def _in_domains(host: str | None, wanted: frozenset) -> bool:
     """example.com matches example.com and any subdomain of it."""
     while host:
-        if host in domains:
+        if host in wanted:
             return True
         host = host.partition(".")[2]
     return False
@@ -162,13 +155,14 @@ def apply(run: RunFolder, request: Request, plans: list[PartPlan], by: str | Non
                     stems[r["shard"]].add(r["key"])
                 if r["raw_shard"]:
                     stems[r["raw_shard"]].add(r["raw_key"])
-        if run.faces(p.part).exists():
-            faces = pq.read_table(run.faces(p.part))
+        faces = pq.read_table(run.faces(p.part)) if run.faces(p.part).exists() else None
+        if faces is not None:
             is_mine = pc.is_in(faces["key"], pa.array(sorted(keys)))
             for r in faces.filter(is_mine).select(["face_key", "crop_shard"]).to_pylist():
                 if r["crop_shard"]:
                     stems[r["crop_shard"]].add(r["face_key"])
-            write_parquet(faces.filter(pc.invert(is_mine)), run.faces(p.part), FACES)
+        # Manifests are rewritten only after the tars: an interrupted takedown, run again, still
+        # finds in them every tar that holds a removed sample or crop.
         for tar, drop_stems in sorted(stems.items()):
             remove_members(run.root / tar, drop_stems)
             index = (run.root / tar).with_suffix(".parquet")
@@ -176,6 +170,8 @@ def apply(run: RunFolder, request: Request, plans: list[PartPlan], by: str | Non
                 _rewrite_raw_index(index, drop_stems)
             rewritten.append(tar)
         remove_embedding_rows(run, p.part, keys)
+        if faces is not None:
+            write_parquet(faces.filter(pc.invert(is_mine)), run.faces(p.part), FACES)
         write_parquet(_scrub(run.read_candidates(p.part), keys, CANDIDATES, request_id), run.candidates(p.part), CANDIDATES)
         if samples is not None:
             write_parquet(_scrub(samples, keys, SAMPLES, request_id), run.samples(p.part), SAMPLES)

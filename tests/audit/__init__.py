@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
+from laionface.domains import domains
 from laionface.runfolder import RunFolder, write_json, write_parquet
 from laionface.schema import CANDIDATES, FACES, SAMPLES, empty_columns
 
@@ -43,6 +44,9 @@ def make_run(root: Path, rows_per_part: int = 40, clip: bool = False, threshold:
     for part in (0, 1):
         rows = _sample_rows(part, rows_per_part, clip)
         samples = empty_columns(pa.Table.from_pylist(rows), SAMPLES)
+        if part == 0:  # part 0 stores `domain` as the runner does; part 1 leaves it null, as 1.0 manifests
+            i = SAMPLES.get_field_index("domain")
+            samples = samples.set_column(i, SAMPLES.field(i), domains(samples["URL"]))
         write_parquet(samples, run.samples(part), SAMPLES)
         write_parquet(empty_columns(samples.select([c for c in CANDIDATES.names if c in samples.column_names]), CANDIDATES),
                       run.candidates(part), CANDIDATES)

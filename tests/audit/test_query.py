@@ -163,7 +163,7 @@ def test_empty_run_has_empty_views_with_the_schema(tmp_path):
         result = query(tmp_path, f"SELECT * FROM {table}")
         assert result.num_rows == 0
         renamed = {"width": "image_width", "height": "image_height"} if table == "samples" else {}
-        want = [renamed.get(n, n) for n in schema.names] + (["domain"] if table == "samples" else [])
+        want = [renamed.get(n, n) for n in schema.names]  # samples.domain is stored since 1.1
         assert result.column_names == want
     assert query(tmp_path, TOP_DOMAINS).num_rows == 0
     assert query(tmp_path, "SELECT count(*) AS n FROM samples").to_pylist() == [{"n": 0}]
