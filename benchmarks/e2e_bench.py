@@ -68,7 +68,12 @@ def make_images(folder: Path, n: int, seed: int = 0) -> list[tuple[str, int, int
         return [tuple(x) for x in json.loads(done.read_text())]
     import numpy as np
 
-    from laionface.testing.faces import NON_FACE_NAMES, compose, encode_jpeg, face_sources
+    from laionface.testing.faces import (
+        NON_FACE_NAMES,
+        compose,
+        encode_jpeg,
+        face_sources,
+    )
 
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
@@ -372,8 +377,8 @@ def main(argv: list[str] | None = None) -> int:
     lines = [
         f"- input: {n} URLs in {PARTS} LAION parts of {n // PARTS} rows; {n} composed real-face JPEGs, "
         f"{SIZE_RANGE[0]}-{SIZE_RANGE[1]} px per side, {total_mb:.0f} MB; nginx ({server.name}) on 127.0.0.1",
-        f"- pipeline: pipelines/laion_face.yaml (select, download 1 process x 64 threads resize_mode no, detect MobileNet-0.25 "
-        f"max_side 640 1 thread, laion_face shards; no crop or CLIP stage in this file)",
+        "- pipeline: pipelines/laion_face.yaml (select, download 1 process x 64 threads resize_mode no, detect MobileNet-0.25 "
+        "max_side 640 1 thread, laion_face shards; no crop or CLIP stage in this file)",
         f"- bytes per image (raw tars): {jpg_total / n_jpg / 1e3:.1f} kB JPEG, {info['raw_tar_bytes'] / n_jpg / 1e3:.1f} kB "
         f"per sample with tar headers, .txt and .json",
         f"- T_dl  (laionface download, child wall): {med['dl']:.1f} images/s; per repeat " + ", ".join(f"{x:.1f}" for x in res["dl"]),

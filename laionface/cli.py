@@ -153,7 +153,7 @@ def cmd_detect(args) -> int:
 
 
 def cmd_crop(args) -> int:
-    from .runner import parts_to_recrop
+    from .runner import parts_to_redo
 
     run, pipeline = _load_run_pipeline(_existing_run(args.run), args)
     if not pipeline.runs("detect"):
@@ -162,7 +162,28 @@ def cmd_crop(args) -> int:
     if changes or not pipeline.runs("crop"):
         pipeline = pipeline.with_settings("crop", **changes)
     _save_run_pipeline(run, pipeline)
-    for part in parts_to_recrop(run, pipeline, list(args.parts or run.candidate_parts())):
+    for part in parts_to_redo(run, pipeline, list(args.parts or run.candidate_parts())):
+        run.done_marker(part).unlink()  # redone from the cached download (raw/_download.parquet)
+    return _run_parts(run, pipeline, args.parts)
+
+
+def cmd_score(args) -> int:
+    from .runner import parts_to_redo
+    from .stages.score import check_weights
+
+    run, pipeline = _load_run_pipeline(_existing_run(args.run), args)
+    if not pipeline.runs("detect"):
+        pipeline = pipeline.with_settings("detect")
+    changes = {k: v for k, v in {
+        "model": args.model, "pretrained": args.pretrained, "threshold": args.threshold, "apply_to": args.apply_to,
+        "batch_size": args.batch_size, "device": args.device, "skip": True if args.skip else None,
+    }.items() if v is not None}
+    if changes or not pipeline.runs("score"):
+        pipeline = pipeline.with_settings("score", **changes)
+    if not pipeline.get("score").skip:
+        check_weights(pipeline.get("score"))  # stop here, in one line, before any part is redone
+    _save_run_pipeline(run, pipeline)
+    for part in parts_to_redo(run, pipeline, list(args.parts or run.candidate_parts())):
         run.done_marker(part).unlink()  # redone from the cached download (raw/_download.parquet)
     return _run_parts(run, pipeline, args.parts)
 
@@ -185,6 +206,10 @@ def cmd_run(args) -> int:
     pipeline = Pipeline.from_yaml(args.pipeline)
     if args.allow_private_addresses:
         pipeline = pipeline.with_settings("download", allow_private_addresses=True)
+    if pipeline.runs("score") and not pipeline.get("score").skip:
+        from .stages.score import check_weights
+
+        check_weights(pipeline.get("score"))  # no CLIP weights: one line now, not a failure per part
     run = RunFolder(Path(args.out))
     plan = plan_parts(args.input, args.parts or ())
     todo = [mp for mp in plan if not run.is_done(mp.part)]
@@ -307,6 +332,18 @@ def cmd_dedup(args) -> int:
     return 0
 
 
+def cmd_card(args) -> int:
+    from .audit.card import write_card
+
+    run = _existing_run(args.run)
+    result = write_card(run, Path(args.out) if args.out else None)
+    print(f"croissant: {result.croissant} (mlcroissant: valid, {len(result.warnings)} warning(s))")
+    for warning in result.warnings:
+        print(f"  warning: {warning}")
+    print(f"card:      {result.markdown}")
+    return 0
+
+
 def cmd_pretrain(args) -> int:
     from .train.pretrain import PretrainConfig, pretrain
 
@@ -331,18 +368,6 @@ def cmd_evaluate(args) -> int:
     print(format_table(result))
     where = f"{run / 'eval.json'}" + (f" and {run / 'report.html'}" if result["report_updated"] else "")
     print(f"pretrained beats random init on every probe: {'yes' if result['beats_random_init'] else 'NO'}; written to {where}")
-    return 0
-
-
-def cmd_card(args) -> int:
-    from .audit.card import write_card
-
-    run = _existing_run(args.run)
-    result = write_card(run, Path(args.out) if args.out else None)
-    print(f"croissant: {result.croissant} (mlcroissant: valid, {len(result.warnings)} warning(s))")
-    for warning in result.warnings:
-        print(f"  warning: {warning}")
-    print(f"card:      {result.markdown}")
     return 0
 
 
@@ -407,6 +432,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scale", type=float, help="aligned recipes: > 1 keeps more head and background (default 1.0)")
     p.add_argument("--allow-private-addresses", action="store_true")
 
+    p = _add(sub, "score", "score image-caption pairs with CLIP (open_clip), drop low scores, write clip-retrieval embeddings",
+             "laionface score runs/lf20m --model ViT-B-32 --pretrained ~/models/vit-b-32-openai.pt", cmd_score)
+    p.epilog += ("\n\nTurns the score stage on in the run's pipeline (with detect, and crop if the run crops: each\n"
+                 "crop is scored too). Weights are never downloaded: --pretrained is a checkpoint file, or an\n"
+                 "open_clip tag (openai, laion400m_e32, ...) already in your open_clip / Hugging Face cache.\n"
+                 "Done parts made with other settings are redone from the cached download. Embeddings go to\n"
+                 "RUN/embeddings/{img_emb,text_emb,metadata}/ in clip-retrieval's layout.")
+    p.add_argument("run")
+    p.add_argument("--parts", type=_parts)
+    p.add_argument("--model", help="open_clip model name, or local-dir:FOLDER / hf-hub:REPO (default ViT-B-32)")
+    p.add_argument("--pretrained", help="checkpoint file, or an open_clip tag whose weights are in your cache")
+    p.add_argument("--threshold", type=float, help="drop pairs scoring below this as low_clip_score (default 0.28)")
+    p.add_argument("--apply-to", choices=["image", "crop_max", "none"], help="which score the threshold judges (default image)")
+    p.add_argument("--batch-size", type=int, help="images per forward pass (default 64)")
+    p.add_argument("--device", help="auto (default), cpu, cuda, cuda:1")
+    p.add_argument("--skip", action="store_true", help="record that scoring is off: clip_score null, nothing dropped")
+    p.add_argument("--allow-private-addresses", action="store_true")
+
     p = _add(sub, "show", "draw a contact sheet: face crops, and full images with boxes and landmarks",
              "laionface show runs/lf20m --n 64 --out sheet.png", cmd_show)
     p.add_argument("run")
@@ -468,6 +511,11 @@ def build_parser() -> argparse.ArgumentParser:
              "laionface report runs/lf", cmd_report)
     p.add_argument("run")
 
+    p = _add(sub, "card", "write a dataset card: RUN/croissant.json (Croissant + RAI, checked by mlcroissant) and RUN/DATASET_CARD.md",
+             "laionface card runs/lf", cmd_card)
+    p.add_argument("run")
+    p.add_argument("--out", help="folder for croissant.json and DATASET_CARD.md (default: the run folder)")
+
     p = _add(sub, "pretrain", "train a tiny FaRL-style CLIP (contrastive + masked image modelling) on the run's shards",
              "laionface pretrain demo-run --steps 1000 --out demo-run/pretrain/open_clip_pytorch_model.bin", cmd_pretrain)
     p.add_argument("run")
@@ -486,11 +534,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run")
     p.add_argument("--ckpt", help="checkpoint file or its folder (default RUN/pretrain)")
     p.add_argument("--device", default="auto")
-
-    p = _add(sub, "card", "write a dataset card: RUN/croissant.json (Croissant + RAI, checked by mlcroissant) and RUN/DATASET_CARD.md",
-             "laionface card runs/lf", cmd_card)
-    p.add_argument("run")
-    p.add_argument("--out", help="folder for croissant.json and DATASET_CARD.md (default: the run folder)")
     return parser
 
 

@@ -13,6 +13,7 @@ from .errors import ConfigError, MissingInputError
 from .stages.crop import CropConfig
 from .stages.detect import DetectConfig
 from .stages.download import DownloadConfig
+from .stages.score import ScoreConfig
 from .stages.select import SelectConfig
 
 
@@ -32,7 +33,7 @@ class LaionFaceCroppedShardsConfig:
     max_bytes: int = 1_000_000_000
 
 
-_NOT_SHAPING = {"thread_count", "processes_count", "threads", "batch_size", "prefetch", "allow_private_addresses"}
+_NOT_SHAPING = {"thread_count", "processes_count", "threads", "batch_size", "prefetch", "device", "allow_private_addresses"}
 
 # stage key in YAML -> settings class, in the order they run
 STAGE_CONFIGS: dict[str, type] = {
@@ -40,6 +41,7 @@ STAGE_CONFIGS: dict[str, type] = {
     "download": DownloadConfig,
     "detect": DetectConfig,
     "crop": CropConfig,
+    "score": ScoreConfig,
     "laion_face": LaionFaceShardsConfig,
     "laion_face_cropped": LaionFaceCroppedShardsConfig,
 }

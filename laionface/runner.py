@@ -1,9 +1,8 @@
 """The local runner: takes each part from candidates to manifests and shards, in-process.
 
 Per part: download (img2dataset) -> stream the raw shards in batches -> batch stages
-(detect, crop, ...) -> LAION-FACE and LAION-FACE-cropped shard writers -> samples and faces
-manifests -> `_done` marker,
-written last. A re-run skips done parts and redoes the rest; a failing part is recorded in
+(detect, crop, score) -> LAION-FACE and LAION-FACE-cropped shard writers and the part's CLIP
+embeddings -> samples and faces manifests -> `_done` marker, written last. A re-run skips done parts and redoes the rest; a failing part is recorded in
 `_failed/` and the others still run.
 """
 
@@ -17,22 +16,23 @@ import time
 import traceback
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Iterator
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from .domains import domains
 from .errors import ConfigError
 from .pipeline import Pipeline
 from .runfolder import RunFolder, write_parquet
-from .schema import FACES, PIPELINE_VERSION, SAMPLES
 from .sample2detect import ImportedDetections
+from .schema import FACES, PIPELINE_VERSION, SAMPLES
 from .shards import ShardWriter
 from .stages.crop import CropStage, face_key, with_crop_shards
 from .stages.detect import DetectStage, faces_table
 from .stages.download import download_part
+from .stages.score import EmbeddingsWriter, ScoreStage, crop_scores_for_faces
 from .status import KEPT
 
 IMAGE_BATCH = 256  # rows per batch through the batch stages: bounds memory by batch, not part
@@ -92,9 +92,10 @@ def _laion_face_cropped_files(row: dict, face: dict, crop: dict, config) -> dict
     return {"jpg": crop["jpg"], "txt": (row["TEXT"] or "").encode(), "json": json.dumps(meta, sort_keys=True).encode()}
 
 
-def parts_to_recrop(run: RunFolder, pipeline: Pipeline, parts: list[int]) -> list[int]:
-    """Done parts not made by `pipeline` (e.g. detected before crop was turned on): `laionface crop`
-    deletes their `_done` marker so the runner redoes them; the download stays cached."""
+def parts_to_redo(run: RunFolder, pipeline: Pipeline, parts: list[int]) -> list[int]:
+    """Done parts not made by `pipeline` (e.g. detected before crop or score was turned on):
+    `laionface crop` and `laionface score` delete their `_done` marker so the runner redoes
+    them; the download stays cached."""
     redo = []
     for part in parts:
         if run.is_done(part) and json.loads(run.done_marker(part).read_text()).get("config_hash") != pipeline.hash:
@@ -109,6 +110,7 @@ class LocalRunner:
         self.progress = progress
         self.worker = worker or platform.node()  # recorded in the parts table, never in samples
         self._detect: DetectStage | None = None
+        self._score: ScoreStage | None = None
 
     def detect_stage(self, part: int | None = None):
         """Published detections for this part when imported (import-detections), else the model."""
@@ -119,6 +121,12 @@ class LocalRunner:
             self._detect = DetectStage(self.pipeline.get("detect"))
             self._detect.setup()
         return self._detect
+
+    def score_stage(self) -> ScoreStage:
+        if self._score is None:  # one CLIP model per worker, loaded once
+            self._score = ScoreStage(self.pipeline.get("score"))
+            self._score.setup()
+        return self._score
 
     def process_part(self, part: int, retry_failed: bool = False) -> PartOutcome:
         run, p = self.run, self.pipeline
@@ -136,6 +144,8 @@ class LocalRunner:
         if p.runs("crop") and detect is None:
             raise ConfigError("the crop stage needs detect: add a detect section to the pipeline")
         crop = CropStage(p.get("crop")) if p.runs("crop") else None
+        score = self.score_stage() if p.runs("score") else None
+        embeddings = EmbeddingsWriter(run.embeddings, part)  # no rows: stale files of the part go
         shutil.rmtree(run.laion_face_cropped(part), ignore_errors=True)  # no stale crops from an earlier try
         cropped = ShardWriter(run.laion_face_cropped(part), run.root, p.get("laion_face_cropped").max_count, p.get("laion_face_cropped").max_bytes)
         crop_shards: dict[str, str] = {}  # face_key -> RUN-relative cropped tar
@@ -145,15 +155,21 @@ class LocalRunner:
                     t = time.perf_counter()
                     batch = detect(batch)
                     seconds["detect"] = seconds.get("detect", 0.0) + time.perf_counter() - t
-                    face_tables.append(faces_table(batch, PIPELINE_VERSION, p.hash))
                 if crop is not None:
                     t = time.perf_counter()
                     batch = crop(batch)
                     seconds["crop"] = seconds.get("crop", 0.0) + time.perf_counter() - t
+                if score is not None:
+                    t = time.perf_counter()
+                    batch = embeddings.add(score(batch))
+                    seconds["score"] = seconds.get("score", 0.0) + time.perf_counter() - t
+                if detect is not None:
+                    face_tables.append(crop_scores_for_faces(faces_table(batch, PIPELINE_VERSION, p.hash), batch))
                 t = time.perf_counter()
                 for row in batch.to_pylist():
                     faces = row.pop("faces", None) or []
                     crops = row.pop("crops", None) or []
+                    row.pop("crop_clip_scores", None)
                     if row["status"] == KEPT and (detect is None or row["kept_face_count"]):
                         row["shard"] = writer.write(row["key"], _laion_face_files(row, faces))
                         by_index = {f["face_index"]: f for f in faces}
@@ -165,6 +181,7 @@ class LocalRunner:
                     done_rows[row["key"]] = row
                 seconds["write"] = seconds.get("write", 0.0) + time.perf_counter() - t
 
+        embeddings.close()
         samples = self._samples_manifest(table, done_rows)
         faces = with_crop_shards(pa.concat_tables(face_tables) if face_tables else FACES.empty_table(), crop_shards)
         write_parquet(faces, run.faces(part), FACES)
@@ -180,7 +197,9 @@ class LocalRunner:
         for r in table.to_pylist():
             r = done_rows.get(r["key"], r)
             rows.append({name: fixed.get(name, r.get(name)) for name in SAMPLES.names})
-        return pa.Table.from_pylist(rows, schema=SAMPLES)
+        samples = pa.Table.from_pylist(rows, schema=SAMPLES)
+        i = SAMPLES.get_field_index("domain")
+        return samples.set_column(i, SAMPLES.field(i), domains(samples["URL"]))
 
     def _part_record(self, part: int, outcome: PartOutcome, started: str) -> dict:
         return {

@@ -9,11 +9,18 @@ import pytest
 
 from laionface.cli import build_parser
 
-COMMANDS = ["demo", "select", "download", "detect", "run", "export-detections", "import-detections"]
+COMMANDS = ["demo", "select", "download", "detect", "crop", "score", "show", "run", "export-detections",
+            "import-detections", "query", "report", "takedown", "dedup", "card", "pretrain", "evaluate"]
 
 
 def laionface(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "laionface.cli", *args], capture_output=True, text=True, timeout=60)
+
+
+def test_commands_list_is_the_parsers():
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction")
+    assert sorted(sub.choices) == sorted(COMMANDS)
 
 
 def test_top_level_help_lists_every_command():

@@ -146,6 +146,10 @@ def resolve_weights(model: str, pretrained: str | None) -> tuple[str | None, dic
     from open_clip.pretrained import get_pretrained_cfg, list_pretrained_tags_by_model
 
     if model.startswith("local-dir:"):
+        folder = Path(model[len("local-dir:"):]).expanduser()
+        if not (folder / "open_clip_config.json").is_file():
+            raise _no_weights(model, f"score: {folder} holds no open_clip_config.json (a local-dir: model is a folder "
+                                     "with open_clip_config.json and the weights, as `laionface pretrain` writes)")
         return None, {}
     if model.startswith("hf-hub:"):
         from huggingface_hub import try_to_load_from_cache

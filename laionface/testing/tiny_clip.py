@@ -39,3 +39,15 @@ def save_tiny_clip(folder: Path, seed: int = 0) -> Path:
     path = Path(folder) / "tiny_clip.pt"
     torch.save(model.state_dict(), path)
     return path
+
+
+def save_tiny_clip_dir(folder: Path, seed: int = 0) -> Path:
+    """The same tiny model as an open_clip `local-dir:` folder (open_clip_config.json + weights):
+    any process, a Ray worker or a subprocess, loads it by name without registering it first."""
+    import torch
+
+    folder = Path(folder)
+    weights = save_tiny_clip(folder, seed)
+    (folder / "open_clip_config.json").write_text(json.dumps({"model_cfg": TINY_CONFIG}))
+    torch.save(torch.load(weights, weights_only=True), folder / "open_clip_pytorch_model.bin")
+    return folder
