@@ -15,7 +15,7 @@ load included for every contender, so the three figures are comparable):
          `laionface select --meta META --pipeline pipelines/laion_face.yaml --out RUN`
          -> images/s = downloaded images / wall.
   T_det: DetectStage (the pipeline's detect settings) over the images T_dl downloaded, read from
-         the raw tars exactly as the runner does (runner._image_batches, IMAGE_BATCH rows)
+         the raw tars exactly as the runner does (runner.image_batches, IMAGE_BATCH rows)
          -> images/s = images / wall (pure detect seconds printed too).
   T_e2e: `laionface run pipelines/laion_face.yaml --input META --out RUN --allow-private-addresses
          [--runner ray]` (CLIP is not in that pipeline) -> images/s = downloaded images / wall.
@@ -194,7 +194,7 @@ def child_detect(run_dir: str) -> None:
     """Detect alone over a downloaded run: the runner's tar reading + the pipeline's DetectStage."""
     from laionface.pipeline import Pipeline
     from laionface.runfolder import RunFolder
-    from laionface.runner import IMAGE_BATCH, _base_samples, _image_batches
+    from laionface.runner import IMAGE_BATCH, base_samples, image_batches
     from laionface.stages.detect import DetectStage
     from laionface.stages.download import download_part
 
@@ -206,8 +206,8 @@ def child_detect(run_dir: str) -> None:
     images = faces = 0
     detect_s = 0.0
     for part in run.candidate_parts():
-        table = _base_samples(run, part, download_part(run, part, pipeline.get("download")))  # reads the marker
-        for batch in _image_batches(run, table, IMAGE_BATCH):
+        table = base_samples(run, part, download_part(run, part, pipeline.get("download")))  # reads the marker
+        for batch in image_batches(run, table, IMAGE_BATCH):
             t = time.perf_counter()
             out = stage(batch)
             detect_s += time.perf_counter() - t

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
 
 from .errors import ConfigError, LaionFaceError, MissingInputError
@@ -84,7 +85,7 @@ def cmd_select(args) -> int:
 
 
 def _run_parts(run, pipeline, parts, retry_failed=False, address: str | None = None) -> int:
-    from .summary import format_funnel, funnel, write_stats
+    from .summary import format_funnel, format_stages, funnel, write_stats
 
     if address:
         from .ray_runner import RayRunner
@@ -94,9 +95,12 @@ def _run_parts(run, pipeline, parts, retry_failed=False, address: str | None = N
         from .runner import LocalRunner
 
         runner = LocalRunner(run, pipeline)
+    started = time.perf_counter()
     outcomes = runner.run_parts(list(parts) if parts else None, retry_failed=retry_failed)
     write_stats(run)
     print(format_funnel(funnel(run)))
+    print(format_stages(outcomes))
+    print(f"finished in {time.perf_counter() - started:.1f} s; outputs under {run.root}")
     failed = [o for o in outcomes if o.state == "failed"]
     for o in failed:
         print(f"part {o.part} FAILED: {o.error} (details in {run.failed_marker(o.part)}); re-run the same command to retry", file=sys.stderr)

@@ -33,6 +33,20 @@ class LaionFaceCroppedShardsConfig:
     max_bytes: int = 1_000_000_000
 
 
+@dataclass(frozen=True)
+class RayConfig:
+    """How the Ray runner spreads the batch stages (`ray:` in a pipeline file). Parallelism
+    only: left out of the config hash, like thread counts."""
+
+    detect_actors: int = 4  # most detector actors (Ray Data autoscales from 1); one model each
+    score_actors: int = 1  # most CLIP actors; on a GPU cluster, one per GPU
+    gpus_per_score_actor: float = 1.0  # used only when the cluster has GPUs and score.device is not cpu
+
+    def __post_init__(self) -> None:
+        if min(self.detect_actors, self.score_actors) < 1 or self.gpus_per_score_actor <= 0:
+            raise ConfigError(f"ray: detect_actors and score_actors >= 1, gpus_per_score_actor > 0 (got {self})")
+
+
 _NOT_SHAPING = {"thread_count", "processes_count", "threads", "batch_size", "prefetch", "device", "allow_private_addresses"}
 
 # stage key in YAML -> settings class, in the order they run
@@ -51,19 +65,21 @@ STAGE_CONFIGS: dict[str, type] = {
 class Pipeline:
     name: str = "default"
     stages: dict[str, Any] = field(default_factory=dict)  # stage key -> settings dataclass
+    ray: RayConfig = field(default_factory=RayConfig)  # the Ray runner's parallelism; not hashed
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], where: str = "pipeline") -> "Pipeline":
         data = dict(data or {})
-        unknown = sorted(set(data) - {"name", "stages"})
+        unknown = sorted(set(data) - {"name", "stages", "ray"})
         if unknown:
-            raise ConfigError(f"{where}: unknown top-level key {unknown[0]!r}; valid keys: name, stages")
+            raise ConfigError(f"{where}: unknown top-level key {unknown[0]!r}; valid keys: name, stages, ray")
         stages = data.get("stages") or {}
         bad = sorted(set(stages) - set(STAGE_CONFIGS))
         if bad:
             raise ConfigError(f"{where}: unknown stage {bad[0]!r}; valid stages: {', '.join(STAGE_CONFIGS)}")
         built = {key: from_dict(STAGE_CONFIGS[key], stages[key], f"{where}.stages.{key}") for key in STAGE_CONFIGS if key in stages}
-        return cls(name=str(data.get("name", "default")), stages=built)
+        ray = from_dict(RayConfig, data.get("ray") or {}, f"{where}.ray")
+        return cls(name=str(data.get("name", "default")), stages=built, ray=ray)
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> "Pipeline":
@@ -85,7 +101,7 @@ class Pipeline:
         current.update(changes)
         stages = dict(self.stages)
         stages[key] = from_dict(STAGE_CONFIGS[key], current, f"--{key}")
-        return Pipeline(self.name, stages)
+        return Pipeline(self.name, stages, self.ray)
 
     def runs(self, key: str) -> bool:
         return key in self.stages
@@ -98,4 +114,4 @@ class Pipeline:
         return config_hash(shaping)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "stages": {k: to_dict(v) for k, v in self.stages.items()}}
+        return {"name": self.name, "stages": {k: to_dict(v) for k, v in self.stages.items()}, "ray": to_dict(self.ray)}

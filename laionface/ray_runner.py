@@ -1,27 +1,92 @@
-"""The Ray runner: the same per-part pipeline as the local runner, one Ray task per part.
+"""The Ray runner: the local runner's per-part pipeline on Ray, with Ray Data for the batch stages.
 
-A part is the unit of work, resume and distribution: each task runs `LocalRunner` on one
-part and writes only that part's files (atomically, `_done` last), so the manifests and
-shards are the same bytes whichever node ran the part. Timing and the node go to the parts
-records only.
+Per run: every pending part's download is a Ray task (img2dataset runs its own thread pool
+inside it), so downloads run on any node while earlier parts are processed. As each part's
+download finishes, its image batches go through a Ray Data streaming pipeline:
+
+    slices of the raw tars -> map_batches(ReadImages)        tasks, any node
+      -> map_batches(Detect)     actor pool, model loaded once per actor
+      -> map_batches(crop)       tasks
+      -> map_batches(Score)      actor pool, `num_gpus` when the cluster has GPUs
+      -> driver: PartWork        shards, embeddings, manifests, `_done` last
+
+with order preserved, so PartWork sees the batches the local runner would, and the bytes
+are the same. Stages know nothing of Ray; only this module and `distributed` import it. The
+run folder must be on storage every node sees. A part whose download or pipeline raises is
+recorded in `_failed/` and the others go on.
 """
 
 from __future__ import annotations
 
-from .distributed import map_parts
+import socket
+import time
+import traceback
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
 from .pipeline import Pipeline
 from .runfolder import RunFolder
-from .runner import LocalRunner, PartOutcome
+from .runner import (
+    IMAGE_BATCH,
+    LocalRunner,
+    PartOutcome,
+    PartWork,
+    _now,
+    base_samples,
+    image_slices,
+    jpg_members,
+    read_images,
+    shard_rows,
+)
+from .stages.crop import CropStage
+from .stages.download import download_part
+
+_SECONDS = "__seconds_"  # per-batch stage timings ride along as a column, summed by the driver
 
 
-def _run_part(part: int, run_root: str, pipeline: dict, retry_failed: bool) -> PartOutcome:
-    import socket
-
+def _download(part: int, run_root: str, pipeline: dict, retry_failed: bool) -> dict:
+    """Ray task: download one part; the table is read back by the driver from the marker."""
     import ray
 
-    worker = f"{socket.gethostname()}/{ray.get_runtime_context().get_node_id()[:12]}"
-    runner = LocalRunner(RunFolder(run_root), Pipeline.from_dict(pipeline), progress=False, worker=worker)
-    return runner.run_parts([part], retry_failed=retry_failed)[0]
+    t0 = time.perf_counter()
+    result = download_part(RunFolder(run_root), part, Pipeline.from_dict(pipeline).get("download"), retry_failed=retry_failed)
+    node = ray.get_runtime_context().get_node_id()[:12]
+    return {"rows": result.num_rows, "seconds": time.perf_counter() - t0, "host": f"{socket.gethostname()}/{node}"}
+
+
+def _timed(name: str, fn, batch: pa.Table) -> pa.Table:
+    t, n = time.perf_counter(), batch.num_rows
+    out = fn(batch)
+    return out.append_column(f"{_SECONDS}{name}", pa.array([(time.perf_counter() - t) / max(n, 1)] * out.num_rows, pa.float64()))
+
+
+def _read_slices(slices: pa.Table, run_root: str, table: pa.Table) -> pa.Table:
+    """Ray Data task: slices (shard, start, length) of one part -> its rows with their image bytes."""
+    import tarfile
+
+    out = []
+    for shard, start, length in zip(*(slices[c].to_pylist() for c in ("shard", "start", "length"))):
+        with tarfile.open(RunFolder(run_root).root / shard) as tar:
+            out.append(read_images(shard_rows(table, shard).slice(start, length), tar, jpg_members(tar)))
+    return pa.concat_tables(out)
+
+
+def _crop(batch: pa.Table, pipeline: dict) -> pa.Table:
+    """Ray Data task: crop has no model to keep, so no actor."""
+    return _timed("crop", CropStage(Pipeline.from_dict(pipeline).get("crop")), batch)
+
+
+class ModelStage:
+    """detect or score in a Ray Data actor: the model is loaded once per actor."""
+
+    def __init__(self, name: str, run_root: str, pipeline: dict, part: int):
+        runner = LocalRunner(RunFolder(run_root), Pipeline.from_dict(pipeline), progress=False)
+        self.name, self.stage = name, runner.detect_stage(part) if name == "detect" else runner.score_stage()
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        return _timed(self.name, self.stage, batch)
 
 
 class RayRunner:
@@ -30,19 +95,84 @@ class RayRunner:
         self.pipeline = pipeline
         self.address = address or "local"
         self.progress = progress
+        LocalRunner(run, pipeline, progress=False)  # the same up-front config checks
+
+    def _init(self) -> None:
+        import ray
+
+        if not ray.is_initialized():
+            ray.init(address=None if self.address == "local" else self.address, include_dashboard=False,
+                     log_to_driver=False, configure_logging=False)
+        ctx = ray.data.DataContext.get_current()
+        ctx.execution_options.preserve_order = True  # PartWork gets the local runner's batch order
+        ctx.enable_progress_bars = self.progress
 
     def run_parts(self, parts: list[int] | None = None, retry_failed: bool = False) -> list[PartOutcome]:
+        import ray
+
         todo = parts if parts is not None else self.run.candidate_parts()
-        skipped = [PartOutcome(p, "skipped") for p in todo if self.run.is_done(p) and not retry_failed]
+        outcomes = [PartOutcome(p, "skipped") for p in todo if self.run.is_done(p) and not retry_failed]
         pending = [p for p in todo if retry_failed or not self.run.is_done(p)]
-        outcomes = list(skipped)
-        if pending:
-            results = map_parts(_run_part, pending, str(self.run.root), self.pipeline.to_dict(), retry_failed,
-                                address=self.address, progress=self.progress)
-            for part, _node, result in results:
-                if isinstance(result, Exception):  # the task itself died (node lost, OOM): record it
-                    error = f"{type(result).__name__}: {result}"
-                    self.run.mark_failed(part, {"part": part, "state": "failed", "error": error})
-                    result = PartOutcome(part, "failed", error=error)
-                outcomes.append(result)
+        if not pending:
+            return outcomes
+        self._init()
+        task = ray.remote(num_cpus=1, max_retries=1)(_download)
+        refs = {task.remote(p, str(self.run.root), self.pipeline.to_dict(), retry_failed): p for p in pending}
+        started = {p: _now() for p in pending}
+        waiting = list(refs)
+        while waiting:  # process parts as their downloads finish; the rest keep downloading
+            ready, waiting = ray.wait(waiting, num_returns=1)
+            part = refs[ready[0]]
+            try:
+                outcomes.append(self._process(part, ray.get(ready[0]), started[part]))
+            except Exception as exc:  # noqa: BLE001 - one part failing must not stop the others
+                error = f"{type(exc).__name__}: {exc}"
+                self.run.mark_failed(part, {"part": part, "state": "failed", "error": error, "traceback": traceback.format_exc()})
+                outcomes.append(PartOutcome(part, "failed", error=error))
         return sorted(outcomes, key=lambda o: o.part)
+
+    def _process(self, part: int, downloaded: dict, started: str) -> PartOutcome:
+        run, p = self.run, self.pipeline
+        table = base_samples(run, part, download_part(run, part, p.get("download")))  # the marker: no refetch
+        outcome = PartOutcome(part, "done", stage_seconds={"download": downloaded["seconds"]},
+                              stage_rows={"download": downloaded["rows"]})
+        work = PartWork(run, p, part, table)
+        try:
+            for batch in self._batches(part, table):
+                for name in [c for c in batch.column_names if c.startswith(_SECONDS)]:
+                    stage = name[len(_SECONDS):]
+                    outcome.stage_seconds[stage] = outcome.stage_seconds.get(stage, 0.0) + float(pc.sum(batch[name]).as_py() or 0)
+                    outcome.stage_rows[stage] = outcome.stage_rows.get(stage, 0) + batch.num_rows
+                    batch = batch.drop_columns([name])
+                t = time.perf_counter()
+                work.add(batch)
+                outcome.stage_seconds["write"] = outcome.stage_seconds.get("write", 0.0) + time.perf_counter() - t
+                outcome.stage_rows["write"] = outcome.stage_rows.get("write", 0) + batch.num_rows
+        except BaseException:
+            work.abort()
+            raise
+        return work.finish(outcome, {"host": downloaded["host"], "started_at": started})
+
+    def _batches(self, part: int, table: pa.Table):
+        import ray
+
+        slices = image_slices(table, IMAGE_BATCH)
+        if not slices:
+            return iter(())
+        conf = self.pipeline.ray
+        ds = ray.data.from_arrow(pa.table({"shard": [s[0] for s in slices], "start": [s[1] for s in slices],
+                                           "length": [s[2] for s in slices]}))
+        ds = ds.repartition(len(slices))  # one slice per block: batches stay IMAGE_BATCH rows
+        common: dict[str, Any] = {"batch_size": None, "batch_format": "pyarrow", "zero_copy_batch": True}
+        pipeline = self.pipeline.to_dict()
+        ds = ds.map_batches(_read_slices, fn_kwargs={"run_root": str(self.run.root), "table": table}, **common)
+        if self.pipeline.runs("detect"):
+            ds = ds.map_batches(ModelStage, fn_constructor_args=("detect", str(self.run.root), pipeline, part),
+                                concurrency=(1, conf.detect_actors), **common)
+        if self.pipeline.runs("crop"):
+            ds = ds.map_batches(_crop, fn_kwargs={"pipeline": pipeline}, **common)
+        if self.pipeline.runs("score"):
+            gpu = ray.cluster_resources().get("GPU", 0) and self.pipeline.get("score").device != "cpu"
+            ds = ds.map_batches(ModelStage, fn_constructor_args=("score", str(self.run.root), pipeline, part),
+                                concurrency=(1, conf.score_actors), num_gpus=conf.gpus_per_score_actor if gpu else None, **common)
+        return ds.iter_batches(batch_size=None, batch_format="pyarrow")

@@ -1,9 +1,10 @@
 """The local runner: takes each part from candidates to manifests and shards, in-process.
 
 Per part: download (img2dataset) -> stream the raw shards in batches -> batch stages
-(detect, crop, score) -> LAION-FACE and LAION-FACE-cropped shard writers and the part's CLIP
-embeddings -> samples and faces manifests -> `_done` marker, written last. A re-run skips done parts and redoes the rest; a failing part is recorded in
-`_failed/` and the others still run.
+(detect, crop, score) -> `PartWork`: LAION-FACE and LAION-FACE-cropped shard writers, the
+part's CLIP embeddings, samples and faces manifests -> `_done` marker, written last. A re-run
+skips done parts and redoes the rest; a failing part is recorded in `_failed/` and the others
+still run. The Ray Data runner feeds the same `PartWork` the same batches in the same order.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import time
 import traceback
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -36,6 +37,7 @@ from .stages.score import EmbeddingsWriter, ScoreStage, crop_scores_for_faces
 from .status import KEPT
 
 IMAGE_BATCH = 256  # rows per batch through the batch stages: bounds memory by batch, not part
+BATCH_STAGES = ("detect", "crop", "score")  # in the order they run, after download
 
 
 @dataclass
@@ -45,10 +47,13 @@ class PartOutcome:
     error: str | None = None
     status_counts: dict[str, int] = field(default_factory=dict)
     faces: int = 0
+    crops: int = 0
+    shards: int = 0  # LAION-FACE and LAION-FACE-cropped tars written
     stage_seconds: dict[str, float] = field(default_factory=dict)
+    stage_rows: dict[str, int] = field(default_factory=dict)  # rows each stage was given
 
 
-def _base_samples(run: RunFolder, part: int, result: pa.Table) -> pa.Table:
+def base_samples(run: RunFolder, part: int, result: pa.Table) -> pa.Table:
     """Candidates joined with the download outcome (same keys, same order)."""
     cand = run.read_candidates(part)
     if cand["key"].to_pylist() != result["key"].to_pylist():
@@ -59,21 +64,53 @@ def _base_samples(run: RunFolder, part: int, result: pa.Table) -> pa.Table:
     return table
 
 
-def _image_batches(run: RunFolder, table: pa.Table, size: int) -> Iterator[pa.Table]:
-    """Yield batches of the alive rows with an `image` column read from their raw tars."""
+def image_slices(table: pa.Table, size: int) -> list[tuple[str, int, int]]:
+    """(raw shard, start, length) of each batch of the alive rows, in the order they are processed:
+    raw shards sorted, rows in manifest order within a shard. The Ray Data runner's work items."""
     alive = table.filter(pc.equal(table["status"], KEPT))
+    slices = []
     for shard in sorted(set(alive["raw_shard"].to_pylist())):
-        rows = alive.filter(pc.equal(alive["raw_shard"], shard))
-        wanted = dict(zip(rows["raw_key"].to_pylist(), range(rows.num_rows)))
-        images: list[bytes | None] = [None] * rows.num_rows
-        with tarfile.open(run.root / shard) as tar:
-            for member in tar:
-                stem, _, ext = member.name.partition(".")
-                if ext == "jpg" and stem in wanted:
-                    images[wanted[stem]] = tar.extractfile(member).read()
-        rows = rows.append_column("image", pa.array(images, pa.binary()))
-        for start in range(0, rows.num_rows, size):
-            yield rows.slice(start, size)
+        n = pc.sum(pc.equal(alive["raw_shard"], shard)).as_py()
+        slices += [(shard, start, min(size, n - start)) for start in range(0, n, size)]
+    return slices
+
+
+def shard_rows(table: pa.Table, shard: str) -> pa.Table:
+    alive = table.filter(pc.equal(table["status"], KEPT))
+    return alive.filter(pc.equal(alive["raw_shard"], shard))
+
+
+def read_images(rows: pa.Table, tar: tarfile.TarFile, members: dict[str, tarfile.TarInfo]) -> pa.Table:
+    """`rows` with an `image` column: their members' bytes (None where img2dataset wrote none)."""
+    images = [tar.extractfile(members[k]).read() if k in members else None for k in rows["raw_key"].to_pylist()]
+    return rows.append_column("image", pa.array(images, pa.binary()))
+
+
+def jpg_members(tar: tarfile.TarFile) -> dict[str, tarfile.TarInfo]:
+    """img2dataset's `{key}.jpg` members by key; reads headers only (tarfile seeks over the data)."""
+    members = {}
+    for member in tar:
+        stem, _, ext = member.name.partition(".")
+        if ext == "jpg":
+            members[stem] = member
+    return members
+
+
+def image_batches(run: RunFolder, table: pa.Table, size: int) -> Iterator[pa.Table]:
+    """Batches of the alive rows with an `image` column, in `image_slices` order. Only one batch's
+    images are in memory at a time: the tar's headers are indexed once, members read per batch."""
+    current, tar, members, rows = None, None, {}, None
+    try:
+        for shard, start, length in image_slices(table, size):
+            if shard != current:
+                if tar is not None:
+                    tar.close()
+                current, tar = shard, tarfile.open(run.root / shard)
+                members, rows = jpg_members(tar), shard_rows(table, shard)
+            yield read_images(rows.slice(start, length), tar, members)
+    finally:
+        if tar is not None:
+            tar.close()
 
 
 def _laion_face_files(row: dict, faces: list[dict]) -> dict[str, bytes]:
@@ -90,6 +127,88 @@ def _laion_face_cropped_files(row: dict, face: dict, crop: dict, config) -> dict
                 score=face["score"], box=face["box"], landmarks=face["landmarks"], box_crop=crop["box_crop"],
                 landmarks_crop=crop["landmarks_crop"], transform=[m[0:3], m[3:6]], recipe=config.recipe, size=config.size)
     return {"jpg": crop["jpg"], "txt": (row["TEXT"] or "").encode(), "json": json.dumps(meta, sort_keys=True).encode()}
+
+
+class PartWork:
+    """One part's outputs, fed its batches after the batch stages, in `image_slices` order.
+
+    `add()` writes the kept rows into the shards and keeps the (image-free) rows and faces;
+    `finish()` closes the shards, writes embeddings, faces and samples manifests, then `_done`.
+    Earlier tries' shards and embeddings of the part are removed first: a redo with other
+    settings (say a higher CLIP threshold) must not leave a stale tar behind.
+    """
+
+    def __init__(self, run: RunFolder, pipeline: Pipeline, part: int, table: pa.Table):
+        self.run, self.pipeline, self.part, self.table = run, pipeline, part, table
+        p = pipeline
+        self.detects, self.crop_config = p.runs("detect"), p.get("crop")
+        for folder in (run.laion_face(part), run.laion_face_cropped(part)):
+            shutil.rmtree(folder, ignore_errors=True)
+        self.full = ShardWriter(run.laion_face(part), run.root, p.get("laion_face").max_count, p.get("laion_face").max_bytes)
+        self.cropped = ShardWriter(run.laion_face_cropped(part), run.root, p.get("laion_face_cropped").max_count,
+                                   p.get("laion_face_cropped").max_bytes)
+        self.embeddings = EmbeddingsWriter(run.embeddings, part)  # no rows: the part's stale files go
+        self.rows: dict[str, dict] = {}  # key -> row after the batch stages, without its image
+        self.face_tables: list[pa.Table] = []
+        self.crop_shards: dict[str, str] = {}  # face_key -> RUN-relative cropped tar
+
+    def add(self, batch: pa.Table) -> None:
+        batch = self.embeddings.add(batch)
+        if self.detects:
+            self.face_tables.append(crop_scores_for_faces(faces_table(batch, PIPELINE_VERSION, self.pipeline.hash), batch))
+        for row in batch.to_pylist():
+            faces = row.pop("faces", None) or []
+            crops = row.pop("crops", None) or []
+            row.pop("crop_clip_scores", None)
+            if row["status"] == KEPT and (not self.detects or row["kept_face_count"]):
+                row["shard"] = self.full.write(row["key"], _laion_face_files(row, faces))
+                by_index = {f["face_index"]: f for f in faces}
+                for c in crops:
+                    fk = face_key(row["key"], c["face_index"])
+                    files = _laion_face_cropped_files(row, by_index[c["face_index"]], c, self.crop_config)
+                    self.crop_shards[fk] = self.cropped.write(fk, files)
+            row.pop("image")
+            self.rows[row["key"]] = row
+
+    def abort(self) -> None:
+        for writer in (self.full, self.cropped):
+            writer.__exit__(RuntimeError, None, None)
+
+    def finish(self, outcome: PartOutcome, record: dict) -> PartOutcome:
+        run, part = self.run, self.part
+        shards = self.full.close() + self.cropped.close()
+        self.embeddings.close()
+        faces = with_crop_shards(pa.concat_tables(self.face_tables) if self.face_tables else FACES.empty_table(), self.crop_shards)
+        samples = self._samples_manifest()
+        write_parquet(faces, run.faces(part), FACES)
+        write_parquet(samples, run.samples(part), SAMPLES)
+        status = samples["status"].to_numpy(zero_copy_only=False)
+        outcome.status_counts = dict(sorted(zip(*[x.tolist() for x in np.unique(status, return_counts=True)]))) if samples.num_rows else {}
+        outcome.faces, outcome.crops, outcome.shards = faces.num_rows, len(self.crop_shards), len(shards)
+        run.mark_done(part, {**record, **_outcome_record(outcome), "pipeline_version": PIPELINE_VERSION,
+                             "config_hash": self.pipeline.hash, "finished_at": _now()})
+        return outcome
+
+    def _samples_manifest(self) -> pa.Table:
+        fixed = {"pipeline_version": PIPELINE_VERSION, "config_hash": self.pipeline.hash}
+        rows = []
+        for r in self.table.to_pylist():
+            r = self.rows.get(r["key"], r)
+            rows.append({name: fixed.get(name, r.get(name)) for name in SAMPLES.names})
+        samples = pa.Table.from_pylist(rows, schema=SAMPLES)
+        i = SAMPLES.get_field_index("domain")
+        return samples.set_column(i, SAMPLES.field(i), domains(samples["URL"]))
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _outcome_record(o: PartOutcome) -> dict:
+    return {"part": o.part, "state": o.state, "error": o.error, "rows": sum(o.status_counts.values()),
+            "kept": o.status_counts.get(KEPT, 0), "faces": o.faces, "crops": o.crops, "shards": o.shards,
+            "status_counts": o.status_counts, "stage_seconds": {k: round(v, 3) for k, v in o.stage_seconds.items()},
+            "stage_rows": o.stage_rows}
 
 
 def parts_to_redo(run: RunFolder, pipeline: Pipeline, parts: list[int]) -> list[int]:
@@ -111,6 +230,8 @@ class LocalRunner:
         self.worker = worker or platform.node()  # recorded in the parts table, never in samples
         self._detect: DetectStage | None = None
         self._score: ScoreStage | None = None
+        if pipeline.runs("crop") and not pipeline.runs("detect"):
+            raise ConfigError("the crop stage needs detect: add a detect section to the pipeline")
 
     def detect_stage(self, part: int | None = None):
         """Published detections for this part when imported (import-detections), else the model."""
@@ -128,89 +249,46 @@ class LocalRunner:
             self._score.setup()
         return self._score
 
+    def batch_stages(self, part: int) -> list[tuple[str, Callable[[pa.Table], pa.Table]]]:
+        p = self.pipeline
+        makers = {"detect": lambda: self.detect_stage(part), "crop": lambda: CropStage(p.get("crop")), "score": self.score_stage}
+        return [(name, makers[name]()) for name in BATCH_STAGES if p.runs(name)]
+
     def process_part(self, part: int, retry_failed: bool = False) -> PartOutcome:
-        run, p = self.run, self.pipeline
-        seconds: dict[str, float] = {}
-        started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        from tqdm import tqdm
+
+        run = self.run
+        outcome = PartOutcome(part, "done")
+        record = {"host": self.worker, "started_at": _now()}
         t0 = time.perf_counter()
-        result = download_part(run, part, p.get("download"), retry_failed=retry_failed)
-        seconds["download"] = time.perf_counter() - t0
-        table = _base_samples(run, part, result)
-
-        done_rows: dict[str, dict] = {}  # key -> updated row (after batch stages)
-        face_tables: list[pa.Table] = []
-        writer = ShardWriter(run.laion_face(part), run.root, p.get("laion_face").max_count, p.get("laion_face").max_bytes)
-        detect = self.detect_stage(part) if p.runs("detect") else None
-        if p.runs("crop") and detect is None:
-            raise ConfigError("the crop stage needs detect: add a detect section to the pipeline")
-        crop = CropStage(p.get("crop")) if p.runs("crop") else None
-        score = self.score_stage() if p.runs("score") else None
-        embeddings = EmbeddingsWriter(run.embeddings, part)  # no rows: stale files of the part go
-        shutil.rmtree(run.laion_face_cropped(part), ignore_errors=True)  # no stale crops from an earlier try
-        cropped = ShardWriter(run.laion_face_cropped(part), run.root, p.get("laion_face_cropped").max_count, p.get("laion_face_cropped").max_bytes)
-        crop_shards: dict[str, str] = {}  # face_key -> RUN-relative cropped tar
-        with writer, cropped:
-            for batch in _image_batches(run, table, IMAGE_BATCH):
-                if detect is not None:
-                    t = time.perf_counter()
-                    batch = detect(batch)
-                    seconds["detect"] = seconds.get("detect", 0.0) + time.perf_counter() - t
-                if crop is not None:
-                    t = time.perf_counter()
-                    batch = crop(batch)
-                    seconds["crop"] = seconds.get("crop", 0.0) + time.perf_counter() - t
-                if score is not None:
-                    t = time.perf_counter()
-                    batch = embeddings.add(score(batch))
-                    seconds["score"] = seconds.get("score", 0.0) + time.perf_counter() - t
-                if detect is not None:
-                    face_tables.append(crop_scores_for_faces(faces_table(batch, PIPELINE_VERSION, p.hash), batch))
+        result = download_part(run, part, self.pipeline.get("download"), retry_failed=retry_failed)
+        outcome.stage_seconds["download"] = time.perf_counter() - t0
+        outcome.stage_rows["download"] = result.num_rows
+        table = base_samples(run, part, result)
+        stages = self.batch_stages(part)
+        alive = pc.sum(pc.equal(table["status"], KEPT)).as_py() or 0
+        bars = [tqdm(total=alive, desc=f"part {part} {name}", unit="img", leave=False, disable=not self.progress)
+                for name, _ in stages]
+        work = PartWork(run, self.pipeline, part, table)
+        try:
+            for batch in image_batches(run, table, IMAGE_BATCH):
+                for (name, stage), bar in zip(stages, bars):
+                    t, n = time.perf_counter(), batch.num_rows
+                    batch = stage(batch)
+                    outcome.stage_seconds[name] = outcome.stage_seconds.get(name, 0.0) + time.perf_counter() - t
+                    outcome.stage_rows[name] = outcome.stage_rows.get(name, 0) + n
+                    bar.update(n)
                 t = time.perf_counter()
-                for row in batch.to_pylist():
-                    faces = row.pop("faces", None) or []
-                    crops = row.pop("crops", None) or []
-                    row.pop("crop_clip_scores", None)
-                    if row["status"] == KEPT and (detect is None or row["kept_face_count"]):
-                        row["shard"] = writer.write(row["key"], _laion_face_files(row, faces))
-                        by_index = {f["face_index"]: f for f in faces}
-                        for c in crops:
-                            fk = face_key(row["key"], c["face_index"])
-                            files = _laion_face_cropped_files(row, by_index[c["face_index"]], c, crop.config)
-                            crop_shards[fk] = cropped.write(fk, files)
-                    row.pop("image")
-                    done_rows[row["key"]] = row
-                seconds["write"] = seconds.get("write", 0.0) + time.perf_counter() - t
-
-        embeddings.close()
-        samples = self._samples_manifest(table, done_rows)
-        faces = with_crop_shards(pa.concat_tables(face_tables) if face_tables else FACES.empty_table(), crop_shards)
-        write_parquet(faces, run.faces(part), FACES)
-        write_parquet(samples, run.samples(part), SAMPLES)
-        counts = dict(sorted(zip(*[x.tolist() for x in np.unique(samples["status"].to_numpy(zero_copy_only=False), return_counts=True)]))) if samples.num_rows else {}
-        outcome = PartOutcome(part, "done", status_counts=counts, faces=faces.num_rows, stage_seconds=seconds)
-        run.mark_done(part, self._part_record(part, outcome, started))
-        return outcome
-
-    def _samples_manifest(self, table: pa.Table, done_rows: dict[str, dict]) -> pa.Table:
-        fixed = {"pipeline_version": PIPELINE_VERSION, "config_hash": self.pipeline.hash}
-        rows = []
-        for r in table.to_pylist():
-            r = done_rows.get(r["key"], r)
-            rows.append({name: fixed.get(name, r.get(name)) for name in SAMPLES.names})
-        samples = pa.Table.from_pylist(rows, schema=SAMPLES)
-        i = SAMPLES.get_field_index("domain")
-        return samples.set_column(i, SAMPLES.field(i), domains(samples["URL"]))
-
-    def _part_record(self, part: int, outcome: PartOutcome, started: str) -> dict:
-        return {
-            "part": part, "state": outcome.state, "error": outcome.error,
-            "rows": sum(outcome.status_counts.values()), "kept": outcome.status_counts.get(KEPT, 0),
-            "faces": outcome.faces, "status_counts": outcome.status_counts,
-            "host": self.worker, "started_at": started,
-            "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "stage_seconds": {k: round(v, 3) for k, v in outcome.stage_seconds.items()},
-            "pipeline_version": PIPELINE_VERSION, "config_hash": self.pipeline.hash,
-        }
+                work.add(batch)
+                outcome.stage_seconds["write"] = outcome.stage_seconds.get("write", 0.0) + time.perf_counter() - t
+                outcome.stage_rows["write"] = outcome.stage_rows.get("write", 0) + batch.num_rows
+        except BaseException:
+            work.abort()
+            raise
+        finally:
+            for bar in bars:
+                bar.close()
+        return work.finish(outcome, record)
 
     def run_parts(self, parts: list[int] | None = None, retry_failed: bool = False) -> list[PartOutcome]:
         from tqdm import tqdm

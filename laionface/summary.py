@@ -36,6 +36,28 @@ def format_funnel(counts: Counter, title: str = "rows per status") -> str:
     return "\n".join(lines)
 
 
+def format_stages(outcomes: list) -> str:
+    """The end-of-run table: rows, seconds and images/s per stage over the parts run now, and
+    what they made. Seconds are summed over parts (and over Ray workers), so img/s is the
+    rate of one worker; the run's wall time is printed by the command."""
+    ran = [o for o in outcomes if o.state == "done"]
+    seconds, rows = Counter(), Counter()
+    for o in ran:
+        seconds.update(o.stage_seconds)
+        rows.update(o.stage_rows)
+    states = Counter(o.state for o in outcomes)
+    lines = [f"{'stage':<10} {'rows':>10} {'seconds':>10} {'img/s':>9}", "-" * 42]
+    for stage in ("download", "detect", "crop", "score", "write"):
+        if stage in seconds:
+            n = rows.get(stage, 0)
+            lines.append(f"{stage:<10} {n:>10,} {seconds[stage]:>10.1f} {n / max(seconds[stage], 1e-9):>9.1f}")
+    lines.append("-" * 42)
+    lines.append(f"parts: {states['done']} done, {states['skipped']} skipped, {states['failed']} failed; "
+                 f"faces {sum(o.faces for o in ran):,}, crops {sum(o.crops for o in ran):,}, "
+                 f"shards {sum(o.shards for o in ran):,}")
+    return "\n".join(lines)
+
+
 def write_stats(run: RunFolder, extra: dict | None = None) -> dict:
     """Merge this run's numbers into RUN/stats.json (select's per-rule counts stay)."""
     stats = json.loads(run.stats.read_text()) if run.stats.exists() else {}
@@ -44,7 +66,7 @@ def write_stats(run: RunFolder, extra: dict | None = None) -> dict:
     parts = {}
     for marker in sorted((run.root / "_done").glob("part-*.json")):
         rec = json.loads(marker.read_text())
-        parts[str(rec["part"])] = {k: rec.get(k) for k in ("rows", "kept", "faces", "stage_seconds", "host")}
+        parts[str(rec["part"])] = {k: rec.get(k) for k in ("rows", "kept", "faces", "crops", "shards", "stage_seconds", "stage_rows", "host")}
     stats["parts"] = parts
     stats["faces"] = sum(p["faces"] or 0 for p in parts.values())
     write_json(stats, run.stats)

@@ -54,6 +54,41 @@ def local_run(sample, tmp_path_factory):
     return out
 
 
+def test_one_node_ray_data_run_gives_the_same_bytes(sample, local_run, tmp_path):
+    out = tmp_path / "ray1"
+    proc = subprocess.run(run_cmd(sample, out, "--runner", "ray"), capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ours, reference = outputs(out), outputs(local_run)
+    assert ours.keys() == reference.keys() and len(ours) > 10
+    assert [k for k in ours if ours[k] != reference[k]] == []
+    for record in (json.loads(p.read_text()) for p in (out / "_done").glob("*.json")):
+        assert {"download", "detect", "crop", "write"} <= set(record["stage_seconds"]), record["stage_seconds"]
+        assert record["stage_rows"]["detect"] == record["stage_rows"]["crop"] > 0
+    assert "stage" in proc.stdout and "img/s" in proc.stdout  # the end-of-run summary table
+
+
+def test_a_part_failing_on_ray_is_recorded_the_others_finish_and_a_rerun_completes(sample, local_run, tmp_path):
+    import shutil
+
+    out = tmp_path / "failing"
+    shutil.copytree(local_run, out)
+    for part in (1, 2):
+        (out / "_done" / f"part-{part:05d}.json").unlink()
+    bad = next((out / "raw" / "part-00001").glob("*.tar"))
+    bad.write_bytes(b"not a tar")  # the cached download of part 1 is broken: reading it raises
+    proc = subprocess.run(run_cmd(sample, out, "--runner", "ray"), capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 1
+    assert "part 1 FAILED" in proc.stderr and "ReadError" in json.loads((out / "_failed" / "part-00001.json").read_text())["error"]
+    assert (out / "_done" / "part-00002.json").exists() and not (out / "_done" / "part-00001.json").exists()
+    assert "1 done" in proc.stdout and "1 failed" in proc.stdout
+
+    shutil.rmtree(out / "raw" / "part-00001")  # a fresh download this time
+    proc = subprocess.run(run_cmd(sample, out, "--runner", "ray"), capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ours, reference = outputs(out), outputs(local_run)
+    assert [k for k in ours.keys() | reference.keys() if ours.get(k) != reference.get(k)] == []
+
+
 def test_three_node_cluster_gives_the_same_bytes_and_spreads_parts(sample, local_run, tmp_path):
     cluster = ray_cluster_utils.Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "object_store_memory": 150 * 1024**2, "include_dashboard": False})
     try:
