@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from laionface.domains import domains
 from laionface.runfolder import RunFolder, write_json, write_parquet
@@ -44,10 +45,13 @@ def make_run(root: Path, rows_per_part: int = 40, clip: bool = False, threshold:
     for part in (0, 1):
         rows = _sample_rows(part, rows_per_part, clip)
         samples = empty_columns(pa.Table.from_pylist(rows), SAMPLES)
-        if part == 0:  # part 0 stores `domain` as the runner does; part 1 leaves it null, as 1.0 manifests
-            i = SAMPLES.get_field_index("domain")
-            samples = samples.set_column(i, SAMPLES.field(i), domains(samples["URL"]))
-        write_parquet(samples, run.samples(part), SAMPLES)
+        i = SAMPLES.get_field_index("domain")
+        samples = samples.set_column(i, SAMPLES.field(i), domains(samples["URL"]))
+        if part == 0:  # part 0 as the runner writes it; part 1 as a 1.0 manifest, without `domain`
+            write_parquet(samples, run.samples(part), SAMPLES)
+        else:
+            run.samples(part).parent.mkdir(parents=True, exist_ok=True)
+            pq.write_table(samples.drop_columns(["domain"]), run.samples(part))
         write_parquet(empty_columns(samples.select([c for c in CANDIDATES.names if c in samples.column_names]), CANDIDATES),
                       run.candidates(part), CANDIDATES)
         faces = []
