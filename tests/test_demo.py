@@ -33,6 +33,10 @@ def test_demo_funnel_adds_up_to_the_input(demo_run):
     total = [line for line in stdout.splitlines() if line.startswith("total")]
     assert total and total[0].split()[1] == "200"
     assert "kept" in stdout and "download_failed:http_404" in stdout and "no_face" in stdout
+    # the end-of-run table: rows, seconds and img/s per stage, and what the run made
+    stages = {line.split()[0]: line.split()[1:] for line in stdout.splitlines() if line.split()[:1] in (["detect"], ["crop"], ["write"])}
+    assert set(stages) == {"detect", "crop", "write"} and all(float(v[2]) > 0 for v in stages.values())
+    assert "parts: 2 done, 0 skipped, 0 failed; faces " in stdout and "crops " in stdout and "shards " in stdout
 
 
 def test_demo_layout_matches_design(demo_run):

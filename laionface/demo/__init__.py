@@ -118,7 +118,7 @@ def run_demo(out: Path, n_rows: int = 320, captions: str = "laion") -> int:
     from ..runfolder import RunFolder, write_json
     from ..runner import LocalRunner
     from ..stages.select import plan_parts, select
-    from ..summary import format_funnel, funnel, outputs_listing, write_stats
+    from ..summary import format_funnel, format_stages, funnel, outputs_listing, write_stats
     from ..testing.server import FaultServer
     from ..contactsheet import contact_sheet
 
@@ -144,7 +144,8 @@ def run_demo(out: Path, n_rows: int = 320, captions: str = "laion") -> int:
     print()
     print(format_funnel(counts, f"funnel: {n_rows} input rows"))
     assert sum(counts.values()) == n_rows, "funnel does not add up to the input"
-    print(f"\nfaces detected: {stats['faces']}; parts: {len(outcomes)} ({sum(o.state == 'done' for o in outcomes)} done)")
+    print()
+    print(format_stages(outcomes))
     print(f"contact sheet: {sheet} ({n_crops} crops, {n_full} source images with boxes and landmarks)")
     print(f"outputs under {out}:\n{outputs_listing(out)}")
     print(f"demo finished in {time.perf_counter() - t0:.1f} s")
