@@ -12,13 +12,14 @@ columns SAMPLE_ID, URL, TEXT, HEIGHT, WIDTH, LICENSE, NSFW, similarity) of N/4 r
 Measured in child processes (wall time around each child: interpreter start, imports and model
 load included for every contender, so the three figures are comparable):
   T_dl : `laionface download RUN --allow-private-addresses` after an (untimed)
-         `laionface select --meta META --pipeline pipelines/laion_face.yaml --out RUN`
+         `laionface select --meta META --pipeline PIPELINE --out RUN`
          -> images/s = downloaded images / wall.
   T_det: DetectStage (the pipeline's detect settings) over the images T_dl downloaded, read from
          the raw tars exactly as the runner does (runner.image_batches, IMAGE_BATCH rows)
          -> images/s = images / wall (pure detect seconds printed too).
-  T_e2e: `laionface run pipelines/laion_face.yaml --input META --out RUN --allow-private-addresses
-         [--runner ray]` (CLIP is not in that pipeline) -> images/s = downloaded images / wall.
+  T_e2e: `laionface run PIPELINE --input META --out RUN --allow-private-addresses
+         [--runner ray]` -> images/s = downloaded images / wall. PIPELINE: laion_face_cropped.yaml
+         without its score section (download -> detect -> crop -> write; CLIP skipped).
 Target: T_e2e >= 0.8 x 1/(1/T_dl + 1/T_det) (the serial composition of the two stages).
 Order alternates between repeats (dl, det, local, ray / ray, local, dl, det); medians.
 
@@ -48,7 +49,22 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 RESULTS = HERE / "RESULTS.md"
-PIPELINE = REPO / "pipelines" / "laion_face.yaml"
+# The pipeline: download -> detect -> crop -> write, CLIP skipped:
+# pipelines/laion_face_cropped.yaml without its score section (written under the workdir).
+CROPPED = REPO / "pipelines" / "laion_face_cropped.yaml"
+PIPELINE: Path = CROPPED  # set by main()
+
+
+def write_pipeline(workdir: Path) -> Path:
+    import yaml
+
+    data = yaml.safe_load(CROPPED.read_text())
+    data["stages"].pop("score", None)
+    data["name"] = "laion_face_cropped_no_clip"
+    path = workdir / "laion_face_cropped_no_clip.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
 PARTS = 4
 SIZE_RANGE = (320, 1024)
 LAION_NAME = "part-{:05d}-5b54c5d5-bbcf-484d-a2ce-0d6f73df1a36-c000.snappy.parquet"
@@ -270,6 +286,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-record", action="store_true")
     ap.add_argument("--child-detect", metavar="RUN", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    global PIPELINE
+    PIPELINE = write_pipeline(args.workdir)
     if args.child_detect:
         child_detect(args.child_detect)
         return 0
@@ -377,8 +395,8 @@ def main(argv: list[str] | None = None) -> int:
     lines = [
         f"- input: {n} URLs in {PARTS} LAION parts of {n // PARTS} rows; {n} composed real-face JPEGs, "
         f"{SIZE_RANGE[0]}-{SIZE_RANGE[1]} px per side, {total_mb:.0f} MB; nginx ({server.name}) on 127.0.0.1",
-        "- pipeline: pipelines/laion_face.yaml (select, download 1 process x 64 threads resize_mode no, detect MobileNet-0.25 "
-        "max_side 640 1 thread, laion_face shards; no crop or CLIP stage in this file)",
+        "- pipeline: pipelines/laion_face_cropped.yaml without score (select, download 1 process x 64 threads resize_mode no, "
+        "detect MobileNet-0.25 max_side 640, crop aligned_farl 256 px, laion_face + laion_face_cropped shards; CLIP skipped)",
         f"- bytes per image (raw tars): {jpg_total / n_jpg / 1e3:.1f} kB JPEG, {info['raw_tar_bytes'] / n_jpg / 1e3:.1f} kB "
         f"per sample with tar headers, .txt and .json",
         f"- T_dl  (laionface download, child wall): {med['dl']:.1f} images/s; per repeat " + ", ".join(f"{x:.1f}" for x in res["dl"]),

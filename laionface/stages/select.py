@@ -133,7 +133,7 @@ class _Rules:
         self.config = config
         self.seen_urls = np.empty(0, np.uint64)
 
-    def statuses(self, t: pa.Table, seen_ids: np.ndarray) -> tuple[pa.Array, pa.Array, np.ndarray, np.ndarray]:
+    def statuses(self, t: pa.Table, seen_ids: np.ndarray) -> tuple[pa.Array, pa.Array, np.ndarray, np.ndarray, dict[str, int]]:
         c = self.config
         n = t.num_rows
         sid = t["SAMPLE_ID"]
@@ -172,7 +172,9 @@ class _Rules:
             code[mask] = i + 1
         names = np.array([KEPT] + [name for name, _, _ in checks], dtype=object)
         errors = np.array([None] + [msg for _, _, msg in checks], dtype=object)
-        return pa.array(names[code], pa.string()), pa.array(errors[code], pa.string()), seen_ids, dup_sid
+        tally = np.bincount(code, minlength=len(names))  # counting the int codes, not the strings
+        counts = {str(names[i]): int(c) for i, c in enumerate(tally) if c}
+        return pa.array(names[code], pa.string()), pa.array(errors[code], pa.string()), seen_ids, dup_sid, counts
 
 def _keys(part: int, sid: pa.ChunkedArray | pa.Array, rows: np.ndarray, unique: np.ndarray) -> pa.Array:
     """`{part:05d}_{SAMPLE_ID}`; rows with a null or repeated SAMPLE_ID also get `_r{row}`."""
@@ -234,10 +236,10 @@ def select_part(mp: MetaPart, ids: IdList | None, rules: _Rules, out: Path) -> S
                 t = _normalise(batch, present)
                 if t.num_rows == 0:
                     continue
-                status, error, seen_ids, dup_sid = rules.statuses(t, seen_ids)
+                status, error, seen_ids, dup_sid, batch_counts = rules.statuses(t, seen_ids)
                 unique = ~(dup_sid | t["SAMPLE_ID"].is_null().to_numpy(zero_copy_only=False))
-                for s, c in zip(*np.unique(status.to_numpy(zero_copy_only=False), return_counts=True)):
-                    counts[s] = counts.get(s, 0) + int(c)
+                for name, c in batch_counts.items():
+                    counts[name] = counts.get(name, 0) + c
                 out_t = pa.table(
                     {"key": _keys(mp.part, t["SAMPLE_ID"], rows, unique), "part": pa.array(np.full(t.num_rows, mp.part, np.int32)),
                      "row": pa.array(rows), **{n: t[n] for n in LAION_COLUMNS}, "status": status, "error": error},
