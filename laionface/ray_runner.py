@@ -19,8 +19,10 @@ recorded in `_failed/` and the others go on.
 from __future__ import annotations
 
 import socket
+import tarfile
 import time
 import traceback
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -37,7 +39,6 @@ from .runner import (
     base_samples,
     image_slices,
     jpg_members,
-    read_images,
     shard_rows,
 )
 from .stages.crop import CropStage
@@ -62,15 +63,18 @@ def _timed(name: str, fn, batch: pa.Table) -> pa.Table:
     return out.append_column(f"{_SECONDS}{name}", pa.array([(time.perf_counter() - t) / max(n, 1)] * out.num_rows, pa.float64()))
 
 
-def _read_slices(slices: pa.Table, run_root: str, table: pa.Table) -> pa.Table:
-    """Ray Data task: slices (shard, start, length) of one part -> its rows with their image bytes."""
-    import tarfile
-
-    out = []
-    for shard, start, length in zip(*(slices[c].to_pylist() for c in ("shard", "start", "length"))):
-        with tarfile.open(RunFolder(run_root).root / shard) as tar:
-            out.append(read_images(shard_rows(table, shard).slice(start, length), tar, jpg_members(tar)))
-    return pa.concat_tables(out)
+def _read_images(rows: pa.Table, run_root: str) -> pa.Table:
+    """Ray Data task: one batch of a part's rows (one raw tar) -> the rows with their image bytes,
+    read at the member offsets the driver indexed once per tar."""
+    images = []
+    with open(Path(run_root) / rows["raw_shard"][0].as_py(), "rb") as f:
+        for offset, size in zip(rows["__offset"].to_pylist(), rows["__size"].to_pylist()):
+            if offset < 0:
+                images.append(None)
+                continue
+            f.seek(offset)
+            images.append(f.read(size))
+    return rows.drop_columns(["__offset", "__size"]).append_column("image", pa.array(images, pa.binary()))
 
 
 def _crop(batch: pa.Table, pipeline: dict) -> pa.Table:
@@ -153,19 +157,31 @@ class RayRunner:
             raise
         return work.finish(outcome, {"host": downloaded["host"], "started_at": started})
 
+    def _image_blocks(self, table: pa.Table) -> list[pa.Table]:
+        """The part's batches (`image_slices` order) without images, each row with its member's
+        offset and size in the raw tar: every tar's headers are read once, here."""
+        blocks, current, members, rows = [], None, {}, None
+        for shard, start, length in image_slices(table, IMAGE_BATCH):
+            if shard != current:
+                with tarfile.open(self.run.root / shard) as tar:
+                    current, members, rows = shard, jpg_members(tar), shard_rows(table, shard)
+            batch = rows.slice(start, length)
+            found = [members.get(k) for k in batch["raw_key"].to_pylist()]
+            batch = batch.append_column("__offset", pa.array([m.offset_data if m else -1 for m in found], pa.int64()))
+            blocks.append(batch.append_column("__size", pa.array([m.size if m else 0 for m in found], pa.int64())))
+        return blocks
+
     def _batches(self, part: int, table: pa.Table):
         import ray
 
-        slices = image_slices(table, IMAGE_BATCH)
-        if not slices:
+        blocks = self._image_blocks(table)
+        if not blocks:
             return iter(())
         conf = self.pipeline.ray
-        ds = ray.data.from_arrow(pa.table({"shard": [s[0] for s in slices], "start": [s[1] for s in slices],
-                                           "length": [s[2] for s in slices]}))
-        ds = ds.repartition(len(slices))  # one slice per block: batches stay IMAGE_BATCH rows
+        ds = ray.data.from_arrow(blocks)  # one block per batch: batches stay IMAGE_BATCH rows, in order
         common: dict[str, Any] = {"batch_size": None, "batch_format": "pyarrow", "zero_copy_batch": True}
         pipeline = self.pipeline.to_dict()
-        ds = ds.map_batches(_read_slices, fn_kwargs={"run_root": str(self.run.root), "table": table}, **common)
+        ds = ds.map_batches(_read_images, fn_kwargs={"run_root": str(self.run.root)}, **common)
         if self.pipeline.runs("detect"):
             ds = ds.map_batches(ModelStage, fn_constructor_args=("detect", str(self.run.root), pipeline, part),
                                 concurrency=(1, conf.detect_actors), **common)
