@@ -38,13 +38,17 @@ class RayConfig:
     """How the Ray runner spreads the batch stages (`ray:` in a pipeline file). Parallelism
     only: left out of the config hash, like thread counts."""
 
+    # Ray CPUs a part's download task reserves: img2dataset mostly waits on the network, so less
+    # than 1 lets the model stages run beside the downloads instead of queueing behind them.
+    download_cpus: float = 0.5
+    downloads_in_flight: int = 0  # parts downloading at once; 0: half the cluster's CPUs, at least 1
     detect_actors: int = 4  # most detector actors (Ray Data autoscales from 1); one model each
     score_actors: int = 1  # most CLIP actors; on a GPU cluster, one per GPU
     gpus_per_score_actor: float = 1.0  # used only when the cluster has GPUs and score.device is not cpu
 
     def __post_init__(self) -> None:
-        if min(self.detect_actors, self.score_actors) < 1 or self.gpus_per_score_actor <= 0:
-            raise ConfigError(f"ray: detect_actors and score_actors >= 1, gpus_per_score_actor > 0 (got {self})")
+        if min(self.detect_actors, self.score_actors) < 1 or self.gpus_per_score_actor <= 0 or self.download_cpus <= 0 or self.downloads_in_flight < 0:
+            raise ConfigError(f"ray: detect_actors and score_actors >= 1, gpus_per_score_actor and download_cpus > 0, downloads_in_flight >= 0 (got {self})")
 
 
 _NOT_SHAPING = {"thread_count", "processes_count", "threads", "batch_size", "prefetch", "device", "allow_private_addresses"}

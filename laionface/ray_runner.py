@@ -120,13 +120,25 @@ class RayRunner:
         if not pending:
             return outcomes
         self._init()
-        task = ray.remote(num_cpus=1, max_retries=1)(_download)
-        refs = {task.remote(p, str(self.run.root), self.pipeline.to_dict(), retry_failed): p for p in pending}
-        started = {p: _now() for p in pending}
-        waiting = list(refs)
-        while waiting:  # process parts as their downloads finish; the rest keep downloading
-            ready, waiting = ray.wait(waiting, num_returns=1)
-            part = refs[ready[0]]
+        conf = self.pipeline.ray
+        # SPREAD: parts' downloads go round the nodes. A window of downloads in flight (default:
+        # half the cluster's CPUs) keeps the next parts downloading while this one is processed,
+        # without starving the model stages of CPUs.
+        task = ray.remote(num_cpus=conf.download_cpus, max_retries=1, scheduling_strategy="SPREAD")(_download)
+        window = conf.downloads_in_flight or max(1, int(ray.cluster_resources().get("CPU", 1)) // 2)
+        queue, refs, started = list(pending), {}, {}
+
+        def submit() -> None:
+            while queue and len(refs) < window:
+                part = queue.pop(0)
+                started[part] = _now()
+                refs[task.remote(part, str(self.run.root), self.pipeline.to_dict(), retry_failed)] = part
+
+        submit()
+        while refs:
+            ready, _ = ray.wait(list(refs), num_returns=1)
+            part = refs.pop(ready[0])
+            submit()  # the next download starts before this part is processed
             try:
                 outcomes.append(self._process(part, ray.get(ready[0]), started[part]))
             except Exception as exc:  # noqa: BLE001 - one part failing must not stop the others
@@ -181,12 +193,12 @@ class RayRunner:
         ds = ray.data.from_arrow(blocks)  # one block per batch: batches stay IMAGE_BATCH rows, in order
         common: dict[str, Any] = {"batch_size": None, "batch_format": "pyarrow", "zero_copy_batch": True}
         pipeline = self.pipeline.to_dict()
-        ds = ds.map_batches(_read_images, fn_kwargs={"run_root": str(self.run.root)}, **common)
+        ds = ds.map_batches(_read_images, fn_kwargs={"run_root": str(self.run.root)}, num_cpus=0.25, **common)  # I/O
         if self.pipeline.runs("detect"):
             ds = ds.map_batches(ModelStage, fn_constructor_args=("detect", str(self.run.root), pipeline, part),
                                 concurrency=(1, conf.detect_actors), **common)
         if self.pipeline.runs("crop"):
-            ds = ds.map_batches(_crop, fn_kwargs={"pipeline": pipeline}, **common)
+            ds = ds.map_batches(_crop, fn_kwargs={"pipeline": pipeline}, num_cpus=0.25, **common)  # ~1/5 of detect
         if self.pipeline.runs("score"):
             gpu = ray.cluster_resources().get("GPU", 0) and self.pipeline.get("score").device != "cpu"
             ds = ds.map_batches(ModelStage, fn_constructor_args=("score", str(self.run.root), pipeline, part),

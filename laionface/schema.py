@@ -11,7 +11,7 @@ from . import __version__
 from .errors import InputError
 from .status import is_valid
 
-MANIFEST_VERSION = "1.1"  # 1.1: samples.domain
+MANIFEST_VERSION = "1.1"  # 1.1: samples.domain; parts.crops, shards, stage_rows
 PIPELINE_VERSION = __version__
 
 # Columns of a LAION-400M metadata part, and the types we normalise them to.
@@ -102,10 +102,13 @@ PARTS = pa.schema(
         pa.field("rows", pa.int64()),
         pa.field("kept", pa.int64()),
         pa.field("faces", pa.int64()),
+        pa.field("crops", pa.int64()),  # LAION-FACE-cropped samples written
+        pa.field("shards", pa.int64()),  # LAION-FACE and LAION-FACE-cropped tars written
         pa.field("host", pa.string()),  # timing and host facts live here, never in samples
         pa.field("started_at", pa.string()),
         pa.field("finished_at", pa.string()),
         pa.field("stage_seconds", pa.string()),  # JSON object stage -> seconds
+        pa.field("stage_rows", pa.string()),  # JSON object stage -> rows it was given
         pa.field("pipeline_version", pa.string(), nullable=False),
         pa.field("config_hash", pa.string(), nullable=False),
     ],

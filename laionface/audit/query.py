@@ -67,8 +67,9 @@ def parts_table(run: RunFolder) -> pa.Table:
             done.add(part)
             row = {name: rec.get(name) for name in PARTS.names}
             row.update(part=part, state=rec.get("state") or state)
-            if not isinstance(row["stage_seconds"], (str, type(None))):
-                row["stage_seconds"] = json.dumps(row["stage_seconds"], sort_keys=True)
+            for name in ("stage_seconds", "stage_rows"):
+                if not isinstance(row[name], (str, type(None))):
+                    row[name] = json.dumps(row[name], sort_keys=True)
             row["pipeline_version"] = row["pipeline_version"] or ""
             row["config_hash"] = row["config_hash"] or ""
             rows.append(row)
