@@ -1,7 +1,8 @@
 """Select: LAION-400M metadata parts -> RUN/candidates/part-NNNNN.parquet.
 
-Streams each part batch by batch (memory bounded by a batch, not the part), semi-joins
-SAMPLE_ID against the ID list, normalises types, and applies the metadata rules. Rows in the
+Streams each part through one polars scan (memory bounded by the engine's batches, not the
+part), semi-joins SAMPLE_ID against the ID list, normalises types, and applies the metadata
+rules to the matched rows only. Rows in the
 ID list that a rule drops stay in the candidates file with their status, so the funnel
 and an auditor see them; rows not in the ID list are not part of the dataset and are only
 counted.
@@ -13,12 +14,10 @@ import glob
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import polars as pl
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ..errors import InputError, MissingInputError
@@ -31,6 +30,9 @@ _PART_RE = re.compile(r"part-(\d+)")
 # Dictionary encoding only pays off on low-cardinality columns; on URLs and captions it
 # costs time and bytes.
 _DICT_COLUMNS = ["part", "LICENSE", "NSFW", "status", "error"]
+# snappy, as LAION's own parts: readers (pyarrow, DuckDB, polars) all take it, and it writes
+# faster than zstd (candidates are ~12% of a part and read once by download).
+_COMPRESSION = "snappy"
 
 @dataclass(frozen=True)
 class SelectConfig:
@@ -84,19 +86,28 @@ def plan_parts(meta: str, parts: tuple[int, ...] = (), subset: str | None = None
         wanted = wanted & set(SUBSETS[subset]) if wanted else set(SUBSETS[subset])
     return [mp for mp in planned if not wanted or mp.part in wanted]
 
-def _normalise(batch: pa.Table, present: list[str]) -> pa.Table:
-    """Cast to the schema's LAION types; float HEIGHT/WIDTH become integers."""
-    n = batch.num_rows
-    cols = {}
-    for name, typ in LAION_COLUMNS.items():
+def _scan(path: Path, source: pa.Schema, present: list[str], wanted: np.ndarray | None) -> pl.LazyFrame:
+    """The part as a polars streaming scan: row numbers, the ID-list semi-join, LAION types.
+
+    The filter on SAMPLE_ID comes first, so polars decodes the other columns only for matching
+    rows (parquet prefiltering): with ~12% of a part in LAION-Face most URL/TEXT bytes are never
+    materialised, and the normalising below runs on matched rows only. Float HEIGHT/WIDTH become
+    integers (NaN -> null); a value that does not fit its type becomes null."""
+    types = {name: pl.from_arrow(pa.nulls(0, typ)).dtype for name, typ in LAION_COLUMNS.items()}
+    scan = pl.scan_parquet(path).with_row_index("row").select(["row", *present])
+    if wanted is not None:
+        scan = scan.filter(pl.col("SAMPLE_ID").cast(pl.Int64, strict=False).is_in(pl.Series(wanted).implode()))
+    cols = [pl.col("row").cast(pl.Int64)]
+    for name, typ in types.items():
         if name not in present:
-            cols[name] = pa.nulls(n, typ)
+            cols.append(pl.lit(None, typ).alias(name))
             continue
-        col = batch.column(name).combine_chunks() if isinstance(batch, pa.Table) else batch.column(name)
-        if pa.types.is_floating(col.type) and pa.types.is_integer(typ):
-            col = pc.if_else(pc.is_finite(col), pc.round(col), pa.scalar(None, col.type))  # NaN -> null
-        cols[name] = col.cast(typ, safe=False)
-    return pa.table(cols)
+        col = pl.col(name)
+        if pa.types.is_floating(source.field(name).type) and typ.is_integer():
+            col = pl.when(col.is_finite()).then(col.round())
+        cols.append(col.cast(typ, strict=False).alias(name))
+    return scan.select(cols)
+
 
 def _sorted_unique(values: np.ndarray) -> np.ndarray:
     # np.unique's hash path is slow on numpy 2.x for large int arrays; sort + adjacent compare is not
@@ -127,90 +138,73 @@ def _first_seen(values: np.ndarray, seen: np.ndarray) -> tuple[np.ndarray, np.nd
 
 
 class _Rules:
-    """Per-run state for the rules that look across rows (duplicates)."""
+    """The metadata rules over a batch of normalised rows, and the run's cross-batch state.
+
+    Rule masks are polars expressions (evaluated together, multi-threaded); the duplicate
+    rules look across batches and parts, so they keep sorted numpy arrays of what was seen."""
 
     def __init__(self, config: SelectConfig) -> None:
         self.config = config
-        self.seen_urls = np.empty(0, np.uint64)
+        self.seen_urls = np.empty(0, np.uint64)  # URL hashes, across parts: first in part order wins
+        self.checks = self._checks()
+        self.names = [KEPT] + [name for name, _, _ in self.checks]  # status of code i
+        self._status = pl.Series(self.names, dtype=pl.String)
+        self._error = pl.Series([None] + [msg for _, _, msg in self.checks], dtype=pl.String)
 
-    def statuses(self, t: pa.Table, seen_ids: np.ndarray) -> tuple[pa.Array, pa.Array, np.ndarray, np.ndarray, dict[str, int]]:
+    def _checks(self) -> list[tuple[str, pl.Expr | None, str]]:
+        """(status, mask, error) in priority order: the first match wins. None: a duplicate rule."""
         c = self.config
-        n = t.num_rows
-        sid = t["SAMPLE_ID"]
-        url = t["URL"]
-        checks: list[tuple[str, np.ndarray, str]] = []  # in priority order: first match wins
-
-        null_sid = sid.is_null().to_numpy(zero_copy_only=False)
-        null_url = url.is_null().to_numpy(zero_copy_only=False)
-        checks.append(("null_sample_id", null_sid, "SAMPLE_ID is null"))
-        checks.append(("null_url", null_url, "URL is null"))
-        is_http = pc.match_substring_regex(url, r"^[Hh][Tt][Tt][Pp][Ss]?://[^/\s]+").fill_null(True)
-        checks.append(("bad_url", ~is_http.to_numpy(zero_copy_only=False), "URL scheme is not http or https"))
-
-        sid_np = sid.fill_null(-1).to_numpy()
-        dup_sid, seen_ids = _first_seen(np.where(null_sid, np.arange(-n, 0), sid_np), seen_ids)
-        checks.append(("duplicate_sample_id", dup_sid & ~null_sid, "SAMPLE_ID appeared earlier in this part"))
+        url = pl.col("URL")
+        checks: list[tuple[str, pl.Expr | None, str]] = [
+            ("null_sample_id", pl.col("SAMPLE_ID").is_null(), "SAMPLE_ID is null"),
+            ("null_url", url.is_null(), "URL is null"),
+            ("bad_url", ~url.str.contains(r"^[Hh][Tt][Tt][Pp][Ss]?://[^/\s]+").fill_null(True), "URL scheme is not http or https"),
+            ("duplicate_sample_id", None, "SAMPLE_ID appeared earlier in this part"),
+        ]
         if c.drop_duplicate_urls:
-            hashes = pl.from_arrow(url.fill_null("")).hash(seed=0).to_numpy()
-            dup_url, self.seen_urls = _first_seen(hashes, self.seen_urls)
-            checks.append(("duplicate_url", dup_url & ~null_url, "URL appeared earlier in the run"))
+            checks.append(("duplicate_url", None, "URL appeared earlier in the run"))
         if c.require_caption:
-            empty = pc.equal(pc.utf8_length(pc.utf8_trim_whitespace(t["TEXT"])), 0).fill_null(True)
-            checks.append(("empty_caption", empty.to_numpy(zero_copy_only=False), "TEXT is empty"))
+            empty = (pl.col("TEXT").str.strip_chars().str.len_bytes() == 0).fill_null(True)
+            checks.append(("empty_caption", empty, "TEXT is empty"))
         if c.min_width or c.min_height:
-            small = pc.or_(pc.less(t["WIDTH"], c.min_width), pc.less(t["HEIGHT"], c.min_height)).fill_null(False)
-            checks.append(("small_meta_size", small.to_numpy(zero_copy_only=False), f"WIDTHxHEIGHT below {c.min_width}x{c.min_height}"))
+            small = (pl.col("WIDTH") < c.min_width) | (pl.col("HEIGHT") < c.min_height)
+            checks.append(("small_meta_size", small.fill_null(False), f"WIDTHxHEIGHT below {c.min_width}x{c.min_height}"))
         if c.allowed_nsfw:
-            bad = pc.invert(pc.is_in(t["NSFW"], pa.array(list(c.allowed_nsfw)))).fill_null(True)
-            checks.append(("nsfw", bad.to_numpy(zero_copy_only=False), f"NSFW not in {list(c.allowed_nsfw)}"))
+            bad = ~pl.col("NSFW").is_in(pl.Series(list(c.allowed_nsfw), dtype=pl.String).implode())
+            checks.append(("nsfw", bad.fill_null(True), f"NSFW not in {list(c.allowed_nsfw)}"))
         if c.min_similarity:
-            low = pc.less(t["similarity"], c.min_similarity).fill_null(True)
-            checks.append(("low_laion_similarity", low.to_numpy(zero_copy_only=False), f"similarity below {c.min_similarity}"))
+            low = (pl.col("similarity") < c.min_similarity).fill_null(True)
+            checks.append(("low_laion_similarity", low, f"similarity below {c.min_similarity}"))
+        return checks
 
-        code = np.zeros(n, np.int8)  # 0 = kept, i+1 = checks[i]
-        for i, (_, mask, _) in reversed(list(enumerate(checks))):
-            code[mask] = i + 1
-        names = np.array([KEPT] + [name for name, _, _ in checks], dtype=object)
-        errors = np.array([None] + [msg for _, _, msg in checks], dtype=object)
-        tally = np.bincount(code, minlength=len(names))  # counting the int codes, not the strings
-        counts = {str(names[i]): int(c) for i, c in enumerate(tally) if c}
-        return pa.array(names[code], pa.string()), pa.array(errors[code], pa.string()), seen_ids, dup_sid, counts
-
-def _keys(part: int, sid: pa.ChunkedArray | pa.Array, rows: np.ndarray, unique: np.ndarray) -> pa.Array:
-    """`{part:05d}_{SAMPLE_ID}`; rows with a null or repeated SAMPLE_ID also get `_r{row}`."""
-    base = pc.binary_join_element_wise(f"{part:05d}", pc.cast(sid, pa.string()).fill_null("x"), "_")
-    with_row = pc.binary_join_element_wise(base, pc.cast(pa.array(rows), pa.string()), "_r")
-    return pc.if_else(pa.array(unique), base, with_row)
-
-def _batches(pf: pq.ParquetFile, columns: list[str], batch_size: int) -> Iterator[tuple[np.ndarray, pa.Table]]:
-    """Every row, one row group at a time, with its input row numbers.
-
-    Iterating the whole file at once keeps decoded batches alive in pyarrow (memory then grows
-    with the part); per row group it stays bounded by one group."""
-    row0 = 0
-    for i in range(pf.num_row_groups):
-        for batch in pf.iter_batches(batch_size=batch_size, row_groups=[i], columns=columns):
-            yield np.arange(row0, row0 + batch.num_rows, dtype=np.int64), pa.Table.from_batches([batch])
-            row0 += batch.num_rows
-
-
-def _matched(path: Path, pf: pq.ParquetFile, columns: list[str], wanted: np.ndarray) -> Iterator[tuple[np.ndarray, pa.Table]]:
-    """Rows whose SAMPLE_ID is in `wanted`, one row group at a time, with their input row numbers.
-
-    polars decodes SAMPLE_ID first and the other columns only for matching rows (parquet
-    prefiltering): with ~12% of a part in LAION-Face, most URL/TEXT bytes are never decoded."""
-    id_set = pl.Series(wanted).implode()
-    start = 0
-    for i in range(pf.num_row_groups):
-        n = pf.metadata.row_group(i).num_rows
-        frame = (
-            pl.scan_parquet(path).slice(start, n).with_row_index("__row", offset=start).select(["__row", *columns])
-            .filter(pl.col("SAMPLE_ID").cast(pl.Int64, strict=False).is_in(id_set)).collect()
+    def apply(self, part: int, df: pl.DataFrame, seen_ids: np.ndarray) -> tuple[pl.DataFrame, np.ndarray, np.ndarray]:
+        """`df` with key, part, status and error added; `seen_ids` grown; rows per status code."""
+        exprs = {name: mask for name, mask, _ in self.checks if mask is not None}
+        if self.config.drop_duplicate_urls:
+            exprs["url_hash"] = pl.col("URL").fill_null("").hash(seed=0)
+        evaluated = df.select(**exprs)  # one pass, polars' threads
+        masks = {name: evaluated[name].to_numpy() for name, _, _ in self.checks if name in exprs}
+        n = df.height
+        null_sid = masks["null_sample_id"]
+        sid = df["SAMPLE_ID"].fill_null(-1).to_numpy()
+        dup_sid, seen_ids = _first_seen(np.where(null_sid, np.arange(-n, 0), sid), seen_ids)
+        masks["duplicate_sample_id"] = dup_sid & ~null_sid
+        if self.config.drop_duplicate_urls:
+            dup_url, self.seen_urls = _first_seen(evaluated["url_hash"].to_numpy(), self.seen_urls)
+            masks["duplicate_url"] = dup_url & ~masks["null_url"]
+        code = np.zeros(n, np.uint32)  # 0 = kept, i+1 = checks[i]
+        for i in reversed(range(len(self.checks))):
+            code[masks[self.checks[i][0]]] = i + 1
+        codes = pl.Series(code)
+        base = pl.format("{}_{}", pl.lit(f"{part:05d}"), pl.col("SAMPLE_ID").cast(pl.String).fill_null("x"))
+        unique = pl.Series(~(masks["duplicate_sample_id"] | null_sid))  # else the key gets _r{row}
+        out = df.with_columns(
+            key=pl.when(unique).then(base).otherwise(pl.format("{}_r{}", base, pl.col("row"))),
+            part=pl.lit(part, pl.Int32),
+            status=self._status.gather(codes),
+            error=self._error.gather(codes),
         )
-        start += n
-        if frame.height:
-            table = frame.to_arrow()
-            yield table["__row"].combine_chunks().to_numpy().astype(np.int64), table.drop_columns(["__row"])
+        return out, seen_ids, np.bincount(code, minlength=len(self.names))
 
 
 def select_part(mp: MetaPart, ids: IdList | None, rules: _Rules, out: Path) -> SelectResult:
@@ -221,37 +215,31 @@ def select_part(mp: MetaPart, ids: IdList | None, rules: _Rules, out: Path) -> S
     except Exception as exc:  # corrupt or unreadable: name the file, let other parts finish
         result.error = f"{mp.path}: unreadable parquet ({type(exc).__name__}: {exc})"
         return result
-    present = [n for n in LAION_COLUMNS if n in pf.schema_arrow.names]
+    source = pf.schema_arrow
+    present = [n for n in LAION_COLUMNS if n in source.names]
     missing = [n for n in REQUIRED_LAION_COLUMNS if n not in present]
     if missing:
-        result.error = f"{mp.path}: missing column {missing[0]} (has {', '.join(pf.schema_arrow.names)})"
+        result.error = f"{mp.path}: missing column {missing[0]} (has {', '.join(source.names)})"
         return result
     wanted = ids.for_part(mp.part) if ids is not None else None  # sorted, unique
     seen_ids = np.empty(0, np.int64)
-    counts: dict[str, int] = {}
+    tally = np.zeros(len(rules.names), np.int64)
     try:
-        with atomic_path(out) as tmp, pq.ParquetWriter(tmp, CANDIDATES, compression="zstd", use_dictionary=_DICT_COLUMNS) as writer:
-            source = _batches(pf, present, rules.config.batch_size) if wanted is None else _matched(mp.path, pf, present, wanted)
-            for rows, batch in source:
-                t = _normalise(batch, present)
-                if t.num_rows == 0:
+        with atomic_path(out) as tmp, pq.ParquetWriter(tmp, CANDIDATES, compression=_COMPRESSION, use_dictionary=_DICT_COLUMNS) as writer:
+            scan = _scan(mp.path, source, present, wanted)
+            # collect_batches is marked unstable in polars 2.x; a sink cannot run our rules
+            for df in scan.collect_batches(chunk_size=rules.config.batch_size):
+                if df.height == 0:
                     continue
-                status, error, seen_ids, dup_sid, batch_counts = rules.statuses(t, seen_ids)
-                unique = ~(dup_sid | t["SAMPLE_ID"].is_null().to_numpy(zero_copy_only=False))
-                for name, c in batch_counts.items():
-                    counts[name] = counts.get(name, 0) + c
-                out_t = pa.table(
-                    {"key": _keys(mp.part, t["SAMPLE_ID"], rows, unique), "part": pa.array(np.full(t.num_rows, mp.part, np.int32)),
-                     "row": pa.array(rows), **{n: t[n] for n in LAION_COLUMNS}, "status": status, "error": error},
-                    schema=CANDIDATES,
-                )
-                writer.write_table(out_t)
+                df, seen_ids, counts = rules.apply(mp.part, df, seen_ids)
+                tally += counts
+                writer.write_table(df.select(CANDIDATES.names).to_arrow().cast(CANDIDATES))
     except Exception as exc:  # a corrupt row group mid-file: the part fails, named
         result.error = f"{mp.path}: failed while reading ({type(exc).__name__}: {exc})"
         return result
     result.input_rows = pf.metadata.num_rows
-    result.matched_rows = sum(counts.values())
-    result.status_counts = dict(sorted(counts.items()))
+    result.matched_rows = int(tally.sum())
+    result.status_counts = dict(sorted((name, int(c)) for name, c in zip(rules.names, tally) if c))
     return result
 
 def select(meta_parts: list[MetaPart], ids: IdList | None, config: SelectConfig, out_for_part, progress=None) -> list[SelectResult]:

@@ -178,3 +178,27 @@ def test_float_sizes_and_large_string_types_are_normalised(tmp_path):
     _, tables = run_select(tmp_path, meta)
     assert tables[0]["HEIGHT"].to_pylist() == [480, None, 11, 300]
     validate(tables[0], CANDIDATES)
+
+
+def test_duplicates_across_batches_and_no_pandas_import(tmp_path):
+    """Batches are the scan's; the duplicate rules must still see across them. Select stays
+    light: importing pandas (pyarrow's to_numpy and pa.array pull it) would cost ~0.1 s and ~40 MB."""
+    import subprocess
+    import sys
+
+    rows = laion_rows(300)
+    rows["URL"][250] = rows["URL"][3]
+    rows["SAMPLE_ID"][280] = rows["SAMPLE_ID"][7]
+    meta = tmp_path / "meta"
+    meta.mkdir()
+    write_part(meta, 0, rows, row_group_size=64)
+    results, tables = run_select(tmp_path, meta, None, SelectConfig(batch_size=50))
+    status = tables[0]["status"].to_pylist()
+    assert status[250] == "duplicate_url" and status[280] == "duplicate_sample_id"
+    assert status.count("kept") == 298 and results[0].status_counts == {"duplicate_sample_id": 1, "duplicate_url": 1, "kept": 298}
+    assert tables[0]["row"].to_pylist() == list(range(300))
+    code = ("import sys; from laionface.stages.select import SelectConfig, plan_parts, select; "
+            f"select(plan_parts({str(meta)!r}), None, SelectConfig(), lambda p: __import__('pathlib').Path({str(tmp_path)!r}) / 'c.parquet'); "
+            "assert 'pandas' not in sys.modules, 'select imported pandas'")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
