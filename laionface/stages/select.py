@@ -109,14 +109,6 @@ def _scan(path: Path, source: pa.Schema, present: list[str], wanted: np.ndarray 
     return scan.select(cols)
 
 
-def _sorted_unique(values: np.ndarray) -> np.ndarray:
-    # np.unique's hash path is slow on numpy 2.x for large int arrays; sort + adjacent compare is not
-    if len(values) == 0:
-        return values
-    v = np.sort(values)
-    return v[np.r_[True, v[1:] != v[:-1]]]
-
-
 def _in_sorted(values: np.ndarray, sorted_set: np.ndarray) -> np.ndarray:
     """Membership of `values` in a sorted unique array (a semi-join without a hash table)."""
     if len(sorted_set) == 0:
@@ -127,14 +119,15 @@ def _in_sorted(values: np.ndarray, sorted_set: np.ndarray) -> np.ndarray:
 
 def _first_seen(values: np.ndarray, seen: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Mask of values repeated (earlier in `values` or in `seen`), and `seen` grown (sorted)."""
-    dup = _in_sorted(values, seen)
-    order = np.argsort(values, kind="stable")  # stable: the first occurrence sorts first
+    order = np.argsort(values, kind="stable")  # stable: among equal values the earliest row sorts first
     ordered = values[order]
-    later = np.zeros(len(values), bool)
-    later[order[1:]] = ordered[1:] == ordered[:-1]
-    dup |= later
-    new = _sorted_unique(values[~dup])
-    return dup, np.insert(seen, np.searchsorted(seen, new), new)
+    repeated = np.zeros(len(values), bool)
+    np.equal(ordered[1:], ordered[:-1], out=repeated[1:])
+    repeated |= _in_sorted(ordered, seen)  # sorted lookups stay in cache
+    dup = np.empty(len(values), bool)
+    dup[order] = repeated
+    fresh = ordered[~repeated]  # sorted, unique, not in seen
+    return dup, np.insert(seen, np.searchsorted(seen, fresh), fresh)
 
 
 class _Rules:
