@@ -362,6 +362,13 @@ def _cpu() -> str:
         return platform.machine()
 
 
+def _load() -> str:
+    try:
+        return open("/proc/loadavg").read().split()[0]
+    except OSError:
+        return "?"
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] == "--run-child":
@@ -388,6 +395,7 @@ def main(argv: list[str] | None = None) -> int:
     if do_scaling:
         part4, ids4, n_ids4 = generate_times(workdir, args.rows, 4)
     bench = Bench(args)
+    load_before = _load()
     mode = "`laionface select` CLI" if bench.cli else "library (plan_parts + load_id_list + select) in a child"
     print(f"part: {args.rows:,} rows, {part.stat().st_size / 1e6:.0f} MB snappy; ID list: {n_ids:,} ids; ours = {mode}")
 
@@ -436,6 +444,7 @@ def main(argv: list[str] | None = None) -> int:
             f"scaling: ours on {args.rows * 4:,} rows (4x): wall {st:.2f} s, peak RSS {sm:.0f} MB = {ratio:.2f}x of 1x "
             f"(target <= 1.2x) {'PASS' if ratio <= 1.2 else 'MISS'}; per repeat " + ", ".join(f"{x['rss_mb']:.0f} MB" for x in s_runs)
         )
+    lines.append(f"1-min load average {load_before} before, {_load()} after (2 shared cores: other sessions' jobs slow both sides)")
     print("\n".join(lines))
     if not args.no_record and not args.quick:
         import pandas
