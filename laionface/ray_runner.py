@@ -156,14 +156,11 @@ class RayRunner:
         try:
             for batch in self._batches(part, table):
                 for name in [c for c in batch.column_names if c.startswith(_SECONDS)]:
-                    stage = name[len(_SECONDS):]
-                    outcome.stage_seconds[stage] = outcome.stage_seconds.get(stage, 0.0) + float(pc.sum(batch[name]).as_py() or 0)
-                    outcome.stage_rows[stage] = outcome.stage_rows.get(stage, 0) + batch.num_rows
+                    outcome.tally(name[len(_SECONDS):], float(pc.sum(batch[name]).as_py() or 0), batch.num_rows)
                     batch = batch.drop_columns([name])
                 t = time.perf_counter()
                 work.add(batch)
-                outcome.stage_seconds["write"] = outcome.stage_seconds.get("write", 0.0) + time.perf_counter() - t
-                outcome.stage_rows["write"] = outcome.stage_rows.get("write", 0) + batch.num_rows
+                outcome.tally("write", time.perf_counter() - t, batch.num_rows)
         except BaseException:
             work.abort()
             raise

@@ -15,9 +15,9 @@ import shutil
 import tarfile
 import time
 import traceback
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import Callable, Iterator
+from datetime import UTC, datetime
 
 import numpy as np
 import pyarrow as pa
@@ -51,6 +51,10 @@ class PartOutcome:
     shards: int = 0  # LAION-FACE and LAION-FACE-cropped tars written
     stage_seconds: dict[str, float] = field(default_factory=dict)
     stage_rows: dict[str, int] = field(default_factory=dict)  # rows each stage was given
+
+    def tally(self, stage: str, seconds: float, rows: int) -> None:
+        self.stage_seconds[stage] = self.stage_seconds.get(stage, 0.0) + seconds
+        self.stage_rows[stage] = self.stage_rows.get(stage, 0) + rows
 
 
 def base_samples(run: RunFolder, part: int, result: pa.Table) -> pa.Table:
@@ -105,7 +109,7 @@ def image_batches(run: RunFolder, table: pa.Table, size: int) -> Iterator[pa.Tab
             if shard != current:
                 if tar is not None:
                     tar.close()
-                current, tar = shard, tarfile.open(run.root / shard)
+                current, tar = shard, tarfile.open(run.root / shard)  # noqa: SIM115 - open across yields, closed below
                 members, rows = jpg_members(tar), shard_rows(table, shard)
             yield read_images(rows.slice(start, length), tar, members)
     finally:
@@ -148,7 +152,7 @@ class PartWork:
         self.cropped = ShardWriter(run.laion_face_cropped(part), run.root, p.get("laion_face_cropped").max_count,
                                    p.get("laion_face_cropped").max_bytes)
         self.embeddings = EmbeddingsWriter(run.embeddings, part)  # no rows: the part's stale files go
-        self.rows: dict[str, dict] = {}  # key -> row after the batch stages, without its image
+        self.processed: list[pa.Table] = []  # each batch's rows after the stages, image-free, SAMPLES columns
         self.face_tables: list[pa.Table] = []
         self.crop_shards: dict[str, str] = {}  # face_key -> RUN-relative cropped tar
 
@@ -156,19 +160,19 @@ class PartWork:
         batch = self.embeddings.add(batch)
         if self.detects:
             self.face_tables.append(crop_scores_for_faces(faces_table(batch, PIPELINE_VERSION, self.pipeline.hash), batch))
-        for row in batch.to_pylist():
-            faces = row.pop("faces", None) or []
-            crops = row.pop("crops", None) or []
-            row.pop("crop_clip_scores", None)
+        shards = batch["shard"].to_pylist() if "shard" in batch.column_names else [None] * batch.num_rows
+        for i, row in enumerate(batch.to_pylist()):
             if row["status"] == KEPT and (not self.detects or row["kept_face_count"]):
-                row["shard"] = self.full.write(row["key"], _laion_face_files(row, faces))
+                faces = row.get("faces") or []
+                shards[i] = row["shard"] = self.full.write(row["key"], _laion_face_files(row, faces))
                 by_index = {f["face_index"]: f for f in faces}
-                for c in crops:
+                for c in row.get("crops") or []:
                     fk = face_key(row["key"], c["face_index"])
                     files = _laion_face_cropped_files(row, by_index[c["face_index"]], c, self.crop_config)
                     self.crop_shards[fk] = self.cropped.write(fk, files)
-            row.pop("image")
-            self.rows[row["key"]] = row
+        # Only the manifest's columns are kept, as Arrow: a part's rows cost bytes, not Python dicts.
+        batch = batch.select([n for n in batch.column_names if n in SAMPLES.names and n != "shard"])
+        self.processed.append(batch.append_column("shard", pa.array(shards, pa.string())))
 
     def abort(self) -> None:
         for writer in (self.full, self.cropped):
@@ -190,18 +194,29 @@ class PartWork:
         return outcome
 
     def _samples_manifest(self) -> pa.Table:
+        """Every candidate row in input order: the processed rows' values where a batch stage saw
+        the row, the download's otherwise (rows dropped before detection)."""
+        base, n = self.table, self.table.num_rows
+        done = pa.concat_tables(self.processed, promote_options="default") if self.processed else None
+        at = pc.index_in(base["key"], value_set=done["key"]) if done is not None else pa.nulls(n, pa.int32())
+        seen = pc.is_valid(at)
         fixed = {"pipeline_version": PIPELINE_VERSION, "config_hash": self.pipeline.hash}
-        rows = []
-        for r in self.table.to_pylist():
-            r = self.rows.get(r["key"], r)
-            rows.append({name: fixed.get(name, r.get(name)) for name in SAMPLES.names})
-        samples = pa.Table.from_pylist(rows, schema=SAMPLES)
+        columns = []
+        for f in SAMPLES:
+            if f.name in fixed:
+                columns.append(pa.array([fixed[f.name]] * n, f.type))
+                continue
+            column = base[f.name].cast(f.type) if f.name in base.column_names else pa.nulls(n, f.type)
+            if done is not None and f.name in done.column_names:
+                column = pc.if_else(seen, done[f.name].cast(f.type).take(at), column)
+            columns.append(column)
+        samples = pa.Table.from_arrays(columns, schema=SAMPLES)
         i = SAMPLES.get_field_index("domain")
         return samples.set_column(i, SAMPLES.field(i), domains(samples["URL"]))
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 def _outcome_record(o: PartOutcome) -> dict:
@@ -262,8 +277,7 @@ class LocalRunner:
         record = {"host": self.worker, "started_at": _now()}
         t0 = time.perf_counter()
         result = download_part(run, part, self.pipeline.get("download"), retry_failed=retry_failed)
-        outcome.stage_seconds["download"] = time.perf_counter() - t0
-        outcome.stage_rows["download"] = result.num_rows
+        outcome.tally("download", time.perf_counter() - t0, result.num_rows)
         table = base_samples(run, part, result)
         stages = self.batch_stages(part)
         alive = pc.sum(pc.equal(table["status"], KEPT)).as_py() or 0
@@ -275,13 +289,11 @@ class LocalRunner:
                 for (name, stage), bar in zip(stages, bars):
                     t, n = time.perf_counter(), batch.num_rows
                     batch = stage(batch)
-                    outcome.stage_seconds[name] = outcome.stage_seconds.get(name, 0.0) + time.perf_counter() - t
-                    outcome.stage_rows[name] = outcome.stage_rows.get(name, 0) + n
+                    outcome.tally(name, time.perf_counter() - t, n)
                     bar.update(n)
                 t = time.perf_counter()
                 work.add(batch)
-                outcome.stage_seconds["write"] = outcome.stage_seconds.get("write", 0.0) + time.perf_counter() - t
-                outcome.stage_rows["write"] = outcome.stage_rows.get("write", 0) + batch.num_rows
+                outcome.tally("write", time.perf_counter() - t, batch.num_rows)
         except BaseException:
             work.abort()
             raise
@@ -301,7 +313,7 @@ class LocalRunner:
                 continue
             try:
                 outcomes.append(self.process_part(part, retry_failed=retry_failed))
-            except Exception as exc:  # one part failing must not stop the others
+            except Exception as exc:  # noqa: BLE001 - one part failing must not stop the others
                 error = f"{type(exc).__name__}: {exc}"
                 self.run.mark_failed(part, {"part": part, "state": "failed", "error": error, "traceback": traceback.format_exc()})
                 outcomes.append(PartOutcome(part, "failed", error=error))
