@@ -1,28 +1,29 @@
-"""The Ray runner: the local runner's per-part pipeline on Ray, with Ray Data for the batch stages.
+"""The Ray runner: the local runner's pipeline as one Ray Data streaming dataset over the parts.
 
-Per run: every pending part's download is a Ray task (img2dataset runs its own thread pool
-inside it), so downloads run on any node while earlier parts are processed. As each part's
-download finishes, its image batches go through a Ray Data streaming pipeline:
+    parts -> map_batches(download)   a task per part (img2dataset's threads inside): the part's
+                                     alive rows with their image offsets in the raw tars
+      -> map_batches(read images)    tasks, seek + read
+      -> map_batches(Detect)         actor pool, model loaded once per actor for the whole run
+      -> map_batches(crop)           tasks
+      -> map_batches(Score)          actor pool, `num_gpus` when the cluster has GPUs
+      -> driver: one PartWork per part: shards, embeddings, manifests, `_done` last
 
-    slices of the raw tars -> map_batches(ReadImages)        tasks, any node
-      -> map_batches(Detect)     actor pool, model loaded once per actor
-      -> map_batches(crop)       tasks
-      -> map_batches(Score)      actor pool, `num_gpus` when the cluster has GPUs
-      -> driver: PartWork        shards, embeddings, manifests, `_done` last
-
-with order preserved, so PartWork sees the batches the local runner would, and the bytes
-are the same. Stages know nothing of Ray; only this module and `distributed` import it. The
-run folder must be on storage every node sees. A part whose download or pipeline raises is
-recorded in `_failed/` and the others go on.
+One dataset for the run, so actors start once and the next parts download while earlier ones
+are detected. Order is preserved, so each part's rows reach its PartWork in the local runner's
+order and the bytes are the same. Every row carries its part and the part's row count; a part
+with nothing to process, or whose download failed, sends one control row instead, so the driver
+knows when a part is complete. A stage raising on a part turns that part's rows into error rows:
+the part is recorded in `_failed/` and the others go on. Stages know nothing of Ray; the run
+folder must be on storage every node sees.
 """
 
 from __future__ import annotations
 
 import socket
-import tarfile
 import time
 import traceback
-from pathlib import Path
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
@@ -30,67 +31,102 @@ import pyarrow.compute as pc
 
 from .pipeline import Pipeline
 from .runfolder import RunFolder
-from .runner import (
-    IMAGE_BATCH,
-    LocalRunner,
-    PartOutcome,
-    PartWork,
-    _now,
-    base_samples,
-    image_slices,
-    jpg_members,
-    shard_rows,
-)
+from .runner import IMAGE_BATCH, LocalRunner, PartOutcome, PartWork, _now, base_samples, indexed_rows, read_images
 from .stages.crop import CropStage
-from .stages.download import download_part
+from .stages.download import download_part, read_download_result
 
-_SECONDS = "__seconds_"  # per-batch stage timings ride along as a column, summed by the driver
+PART, ROWS, CONTROL, ERROR = "__part", "__rows", "__control", "__error"  # CONTROL: null, "empty" or "error"
+DOWNLOAD = ("__download_seconds", "__download_rows", "__host", "__started")  # the part's download facts
+SECONDS = "__seconds_"  # + stage: per-row share of the stage's time on the row's batch, summed by the driver
 
 
-def _download(part: int, run_root: str, pipeline: dict, retry_failed: bool) -> dict:
-    """Ray task: download one part; the table is read back by the driver from the marker."""
+def _with_columns(table: pa.Table, values: dict[str, Any], types: dict[str, pa.DataType]) -> pa.Table:
+    for name, value in values.items():
+        table = table.append_column(name, pa.array([value] * table.num_rows, types.get(name)))
+    return table
+
+
+def _download(batch: pa.Table, run_root: str, pipeline: dict, retry_failed: bool) -> pa.Table:
+    """Ray Data task, one part: download it (or read the finished download) and list its work."""
     import ray
 
-    t0 = time.perf_counter()
-    result = download_part(RunFolder(run_root), part, Pipeline.from_dict(pipeline).get("download"), retry_failed=retry_failed)
-    node = ray.get_runtime_context().get_node_id()[:12]
-    return {"rows": result.num_rows, "seconds": time.perf_counter() - t0, "host": f"{socket.gethostname()}/{node}"}
+    part, started, t0 = batch["part"][0].as_py(), _now(), time.perf_counter()
+    run, rows, control, error, result_rows = RunFolder(run_root), None, None, None, 0
+    try:
+        result = download_part(run, part, Pipeline.from_dict(pipeline).get("download"), retry_failed=retry_failed)
+        result_rows = result.num_rows
+        rows = indexed_rows(run, base_samples(run, part, result))
+    except Exception as exc:  # noqa: BLE001 - recorded as the part's failure; the others go on
+        control, error = "error", f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}"
+    if rows is None or rows.num_rows == 0:
+        rows, control = pa.table({"key": pa.nulls(1, pa.string())}), control or "empty"
+    host = f"{socket.gethostname()}/{ray.get_runtime_context().get_node_id()[:12]}"
+    values = {PART: part, ROWS: rows.num_rows, CONTROL: control, ERROR: error, DOWNLOAD[0]: time.perf_counter() - t0,
+              DOWNLOAD[1]: result_rows, DOWNLOAD[2]: host, DOWNLOAD[3]: started}
+    types = {PART: pa.int32(), ROWS: pa.int64(), CONTROL: pa.string(), ERROR: pa.string(), DOWNLOAD[1]: pa.int64()}
+    return _with_columns(rows, values, types)
 
 
-def _timed(name: str, fn, batch: pa.Table) -> pa.Table:
-    t, n = time.perf_counter(), batch.num_rows
-    out = fn(batch)
-    return out.append_column(f"{_SECONDS}{name}", pa.array([(time.perf_counter() - t) / max(n, 1)] * out.num_rows, pa.float64()))
+def _each_part(name: str | None, stage_for: Callable[[int], Callable[[pa.Table], pa.Table]], batch: pa.Table) -> pa.Table:
+    """Run a stage on each part's data rows of `batch` separately, without the runner's columns;
+    control rows pass through. A stage raising turns that part's rows into error rows."""
+    control = pc.is_valid(batch[CONTROL])
+    data = batch.filter(pc.invert(control))
+    ours = [c for c in batch.column_names if c.startswith("__") and c not in ("__offset", "__size")]
+    out = []
+    for part in pc.unique(data[PART]).to_pylist():
+        rows = data.filter(pc.equal(data[PART], part))
+        t = time.perf_counter()
+        try:
+            done = stage_for(part)(rows.drop_columns(ours))
+        except Exception as exc:  # noqa: BLE001 - this part fails, the batch's other parts go on
+            error = f"{name or 'read'} raised {type(exc).__name__}: {exc}\n{traceback.format_exc()}"
+            rows = rows.select(["key", *ours]).drop_columns([CONTROL, ERROR])
+            out.append(_with_columns(rows, {CONTROL: "error", ERROR: error}, {CONTROL: pa.string(), ERROR: pa.string()}))
+            continue
+        for c in ours:
+            done = done.append_column(c, rows[c])
+        if name:
+            share = (time.perf_counter() - t) / rows.num_rows
+            done = done.append_column(SECONDS + name, pa.array([share] * rows.num_rows, pa.float64()))
+        out.append(done)
+    out.append(batch.filter(control))
+    return pa.concat_tables(out, promote_options="permissive")
 
 
-def _read_images(rows: pa.Table, run_root: str) -> pa.Table:
-    """Ray Data task: one batch of a part's rows (one raw tar) -> the rows with their image bytes,
-    read at the member offsets the driver indexed once per tar."""
-    images = []
-    with open(Path(run_root) / rows["raw_shard"][0].as_py(), "rb") as f:
-        for offset, size in zip(rows["__offset"].to_pylist(), rows["__size"].to_pylist()):
-            if offset < 0:
-                images.append(None)
-                continue
-            f.seek(offset)
-            images.append(f.read(size))
-    return rows.drop_columns(["__offset", "__size"]).append_column("image", pa.array(images, pa.binary()))
+def _read(batch: pa.Table, run_root: str) -> pa.Table:
+    return _each_part(None, lambda part: lambda rows: read_images(run_root, rows), batch)
 
 
 def _crop(batch: pa.Table, pipeline: dict) -> pa.Table:
     """Ray Data task: crop has no model to keep, so no actor."""
-    return _timed("crop", CropStage(Pipeline.from_dict(pipeline).get("crop")), batch)
+    stage = CropStage(Pipeline.from_dict(pipeline).get("crop"))
+    return _each_part("crop", lambda part: stage, batch)
 
 
 class ModelStage:
-    """detect or score in a Ray Data actor: the model is loaded once per actor."""
+    """detect or score in a Ray Data actor: the model is loaded once per actor, for the whole run."""
 
-    def __init__(self, name: str, run_root: str, pipeline: dict, part: int):
-        runner = LocalRunner(RunFolder(run_root), Pipeline.from_dict(pipeline), progress=False)
-        self.name, self.stage = name, runner.detect_stage(part) if name == "detect" else runner.score_stage()
+    def __init__(self, name: str, run_root: str, pipeline: dict):
+        self.name, self.runner = name, LocalRunner(RunFolder(run_root), Pipeline.from_dict(pipeline), progress=False)
+        self.stage_for = self.runner.detect_stage if name == "detect" else lambda part: self.runner.score_stage()
+        if name == "score":
+            self.runner.score_stage()  # load now, not on the first batch
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        return _timed(self.name, self.stage, batch)
+        return _each_part(self.name, self.stage_for, batch)
+
+
+@dataclass
+class _Part:
+    """The driver's view of one part while its rows arrive."""
+
+    outcome: PartOutcome
+    expected: int
+    record: dict
+    received: int = 0
+    work: PartWork | None = None
+    error: str | None = None
 
 
 class RayRunner:
@@ -108,96 +144,90 @@ class RayRunner:
             ray.init(address=None if self.address == "local" else self.address, include_dashboard=False,
                      log_to_driver=False, configure_logging=False)
         ctx = ray.data.DataContext.get_current()
-        ctx.execution_options.preserve_order = True  # PartWork gets the local runner's batch order
+        ctx.execution_options.preserve_order = True  # each PartWork gets its rows in the local runner's order
         ctx.enable_progress_bars = self.progress
 
     def run_parts(self, parts: list[int] | None = None, retry_failed: bool = False) -> list[PartOutcome]:
-        import ray
-
         todo = parts if parts is not None else self.run.candidate_parts()
         outcomes = [PartOutcome(p, "skipped") for p in todo if self.run.is_done(p) and not retry_failed]
         pending = [p for p in todo if retry_failed or not self.run.is_done(p)]
         if not pending:
             return outcomes
         self._init()
-        conf = self.pipeline.ray
-        # SPREAD: parts' downloads go round the nodes. A window of downloads in flight (default:
-        # half the cluster's CPUs) keeps the next parts downloading while this one is processed,
-        # without starving the model stages of CPUs.
-        task = ray.remote(num_cpus=conf.download_cpus, max_retries=1, scheduling_strategy="SPREAD")(_download)
-        window = conf.downloads_in_flight or max(1, int(ray.cluster_resources().get("CPU", 1)) // 2)
-        queue, refs, started = list(pending), {}, {}
-
-        def submit() -> None:
-            while queue and len(refs) < window:
-                part = queue.pop(0)
-                started[part] = _now()
-                refs[task.remote(part, str(self.run.root), self.pipeline.to_dict(), retry_failed)] = part
-
-        submit()
-        while refs:
-            ready, _ = ray.wait(list(refs), num_returns=1)
-            part = refs.pop(ready[0])
-            submit()  # the next download starts before this part is processed
-            try:
-                outcomes.append(self._process(part, ray.get(ready[0]), started[part]))
-            except Exception as exc:  # noqa: BLE001 - one part failing must not stop the others
-                error = f"{type(exc).__name__}: {exc}"
-                self.run.mark_failed(part, {"part": part, "state": "failed", "error": error, "traceback": traceback.format_exc()})
-                outcomes.append(PartOutcome(part, "failed", error=error))
+        states: dict[int, _Part] = {}
+        try:
+            for batch in self._dataset(pending, retry_failed).iter_batches(batch_size=None, batch_format="pyarrow"):
+                for part in pc.unique(batch[PART]).to_pylist():
+                    done = self._receive(states, part, batch.filter(pc.equal(batch[PART], part)))
+                    if done is not None:
+                        outcomes.append(done)
+        except Exception as exc:  # noqa: BLE001 - Ray itself failed: the unfinished parts are failed, a re-run redoes them
+            error = f"{type(exc).__name__}: {exc}"
+            for part in [p for p in pending if p not in {o.part for o in outcomes}]:
+                state = states.get(part)
+                if state and state.work:
+                    state.work.abort()
+                outcomes.append(self._failed(part, error, traceback.format_exc()))
         return sorted(outcomes, key=lambda o: o.part)
 
-    def _process(self, part: int, downloaded: dict, started: str) -> PartOutcome:
-        run, p = self.run, self.pipeline
-        table = base_samples(run, part, download_part(run, part, p.get("download")))  # the marker: no refetch
-        outcome = PartOutcome(part, "done", stage_seconds={"download": downloaded["seconds"]},
-                              stage_rows={"download": downloaded["rows"]})
-        work = PartWork(run, p, part, table)
-        try:
-            for batch in self._batches(part, table):
-                for name in [c for c in batch.column_names if c.startswith(_SECONDS)]:
-                    outcome.tally(name[len(_SECONDS):], float(pc.sum(batch[name]).as_py() or 0), batch.num_rows)
-                    batch = batch.drop_columns([name])
-                t = time.perf_counter()
-                work.add(batch)
-                outcome.tally("write", time.perf_counter() - t, batch.num_rows)
-        except BaseException:
-            work.abort()
-            raise
-        return work.finish(outcome, {"host": downloaded["host"], "started_at": started})
-
-    def _image_blocks(self, table: pa.Table) -> list[pa.Table]:
-        """The part's batches (`image_slices` order) without images, each row with its member's
-        offset and size in the raw tar: every tar's headers are read once, here."""
-        blocks, current, members, rows = [], None, {}, None
-        for shard, start, length in image_slices(table, IMAGE_BATCH):
-            if shard != current:
-                with tarfile.open(self.run.root / shard) as tar:
-                    current, members, rows = shard, jpg_members(tar), shard_rows(table, shard)
-            batch = rows.slice(start, length)
-            found = [members.get(k) for k in batch["raw_key"].to_pylist()]
-            batch = batch.append_column("__offset", pa.array([m.offset_data if m else -1 for m in found], pa.int64()))
-            blocks.append(batch.append_column("__size", pa.array([m.size if m else 0 for m in found], pa.int64())))
-        return blocks
-
-    def _batches(self, part: int, table: pa.Table):
+    def _dataset(self, pending: list[int], retry_failed: bool):
         import ray
 
-        blocks = self._image_blocks(table)
-        if not blocks:
-            return iter(())
-        conf = self.pipeline.ray
-        ds = ray.data.from_arrow(blocks)  # one block per batch: batches stay IMAGE_BATCH rows, in order
-        common: dict[str, Any] = {"batch_size": None, "batch_format": "pyarrow", "zero_copy_batch": True}
-        pipeline = self.pipeline.to_dict()
-        ds = ds.map_batches(_read_images, fn_kwargs={"run_root": str(self.run.root)}, num_cpus=0.25, **common)  # I/O
+        conf, pipeline, root = self.pipeline.ray, self.pipeline.to_dict(), str(self.run.root)
+        # A window of downloads in flight (default: half the cluster's CPUs) keeps the next parts
+        # downloading while earlier ones are processed, without starving the model stages.
+        window = conf.downloads_in_flight or max(1, int(ray.cluster_resources().get("CPU", 1)) // 2)
+        common: dict[str, Any] = {"batch_size": IMAGE_BATCH, "batch_format": "pyarrow", "zero_copy_batch": True}
+        ds = ray.data.from_items([{"part": p} for p in pending], override_num_blocks=len(pending))
+        ds = ds.map_batches(_download, fn_kwargs={"run_root": root, "pipeline": pipeline, "retry_failed": retry_failed},
+                            batch_size=1, batch_format="pyarrow", num_cpus=conf.download_cpus, concurrency=window)
+        ds = ds.map_batches(_read, fn_kwargs={"run_root": root}, num_cpus=0.25, **common)  # I/O
         if self.pipeline.runs("detect"):
-            ds = ds.map_batches(ModelStage, fn_constructor_args=("detect", str(self.run.root), pipeline, part),
-                                concurrency=(1, conf.detect_actors), **common)
+            ds = ds.map_batches(ModelStage, fn_constructor_args=("detect", root, pipeline), concurrency=(1, conf.detect_actors), **common)
         if self.pipeline.runs("crop"):
             ds = ds.map_batches(_crop, fn_kwargs={"pipeline": pipeline}, num_cpus=0.25, **common)  # ~1/5 of detect
         if self.pipeline.runs("score"):
             gpu = ray.cluster_resources().get("GPU", 0) and self.pipeline.get("score").device != "cpu"
-            ds = ds.map_batches(ModelStage, fn_constructor_args=("score", str(self.run.root), pipeline, part),
-                                concurrency=(1, conf.score_actors), num_gpus=conf.gpus_per_score_actor if gpu else None, **common)
-        return ds.iter_batches(batch_size=None, batch_format="pyarrow")
+            ds = ds.map_batches(ModelStage, fn_constructor_args=("score", root, pipeline), concurrency=(1, conf.score_actors),
+                                num_gpus=conf.gpus_per_score_actor if gpu else None, **common)
+        return ds
+
+    def _receive(self, states: dict[int, _Part], part: int, rows: pa.Table) -> PartOutcome | None:
+        """Feed one part's rows of a batch to its PartWork; the part's outcome once all have come."""
+        state = states.get(part)
+        if state is None:
+            first = {c: rows[c][0].as_py() for c in (ROWS, *DOWNLOAD)}
+            state = states[part] = _Part(PartOutcome(part, "done"), first[ROWS], {"host": first["__host"], "started_at": first["__started"]})
+            state.outcome.tally("download", first["__download_seconds"], first["__download_rows"])
+        state.received += rows.num_rows
+        errors = rows.filter(pc.equal(rows[CONTROL], "error"))
+        if errors.num_rows and state.error is None:
+            state.error = errors[ERROR][0].as_py()
+        data = rows.filter(pc.is_null(rows[CONTROL]))
+        try:
+            if state.error is None and data.num_rows:
+                state.work = state.work or self._work(part)
+                for name in [c for c in data.column_names if c.startswith(SECONDS)]:
+                    state.outcome.tally(name[len(SECONDS):], float(pc.sum(data[name]).as_py() or 0), data.num_rows)
+                t = time.perf_counter()
+                state.work.add(data.drop_columns([c for c in data.column_names if c.startswith("__")]))
+                state.outcome.tally("write", time.perf_counter() - t, data.num_rows)
+            if state.received < state.expected:
+                return None
+            if state.error is None:
+                return (state.work or self._work(part)).finish(state.outcome, state.record)
+        except Exception as exc:  # noqa: BLE001 - writing this part failed; the others go on
+            state.error = f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}"
+            if state.received < state.expected:
+                return None
+        if state.work:
+            state.work.abort()
+        message, _, trace = state.error.partition("\n")
+        return self._failed(part, message, trace)
+
+    def _work(self, part: int) -> PartWork:
+        return PartWork(self.run, self.pipeline, part, base_samples(self.run, part, read_download_result(self.run, part)))
+
+    def _failed(self, part: int, error: str, trace: str) -> PartOutcome:
+        self.run.mark_failed(part, {"part": part, "state": "failed", "error": error, "traceback": trace})
+        return PartOutcome(part, "failed", error=error)

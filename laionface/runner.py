@@ -68,26 +68,46 @@ def base_samples(run: RunFolder, part: int, result: pa.Table) -> pa.Table:
     return table
 
 
-def image_slices(table: pa.Table, size: int) -> list[tuple[str, int, int]]:
-    """(raw shard, start, length) of each batch of the alive rows, in the order they are processed:
-    raw shards sorted, rows in manifest order within a shard. The Ray Data runner's work items."""
+OFFSET, SIZE = "__offset", "__size"  # an image's place in its raw tar (-1, 0: img2dataset wrote none)
+
+
+def indexed_rows(run: RunFolder, table: pa.Table) -> pa.Table:
+    """The alive rows in the order they are processed (raw shards sorted, manifest order within
+    one), each with its image member's offset and size: every tar's headers are read once, here,
+    so a batch's images can be read anywhere by seeking. Both runners' work list."""
     alive = table.filter(pc.equal(table["status"], KEPT))
-    slices = []
+    indexed = []
     for shard in sorted(set(alive["raw_shard"].to_pylist())):
-        n = pc.sum(pc.equal(alive["raw_shard"], shard)).as_py()
-        slices += [(shard, start, min(size, n - start)) for start in range(0, n, size)]
-    return slices
+        rows = alive.filter(pc.equal(alive["raw_shard"], shard))
+        with tarfile.open(run.root / shard) as tar:
+            members = jpg_members(tar)
+        found = [members.get(k) for k in rows["raw_key"].to_pylist()]
+        rows = rows.append_column(OFFSET, pa.array([m.offset_data if m else -1 for m in found], pa.int64()))
+        indexed.append(rows.append_column(SIZE, pa.array([m.size if m else 0 for m in found], pa.int64())))
+    if not indexed:
+        return alive.append_column(OFFSET, pa.array([], pa.int64())).append_column(SIZE, pa.array([], pa.int64()))
+    return pa.concat_tables(indexed)
 
 
-def shard_rows(table: pa.Table, shard: str) -> pa.Table:
-    alive = table.filter(pc.equal(table["status"], KEPT))
-    return alive.filter(pc.equal(alive["raw_shard"], shard))
-
-
-def read_images(rows: pa.Table, tar: tarfile.TarFile, members: dict[str, tarfile.TarInfo]) -> pa.Table:
-    """`rows` with an `image` column: their members' bytes (None where img2dataset wrote none)."""
-    images = [tar.extractfile(members[k]).read() if k in members else None for k in rows["raw_key"].to_pylist()]
-    return rows.append_column("image", pa.array(images, pa.binary()))
+def read_images(run_root, rows: pa.Table) -> pa.Table:
+    """`indexed_rows` rows -> the same rows with an `image` column (None where img2dataset wrote
+    none) in place of the offsets."""
+    images, current, f = [], None, None
+    try:
+        for shard, offset, size in zip(rows["raw_shard"].to_pylist(), rows[OFFSET].to_pylist(), rows[SIZE].to_pylist()):
+            if offset < 0:
+                images.append(None)
+                continue
+            if shard != current:
+                if f is not None:
+                    f.close()
+                current, f = shard, open(f"{run_root}/{shard}", "rb")  # noqa: SIM115 - one open file per shard run
+            f.seek(offset)
+            images.append(f.read(size))
+    finally:
+        if f is not None:
+            f.close()
+    return rows.drop_columns([OFFSET, SIZE]).append_column("image", pa.array(images, pa.binary()))
 
 
 def jpg_members(tar: tarfile.TarFile) -> dict[str, tarfile.TarInfo]:
@@ -101,20 +121,11 @@ def jpg_members(tar: tarfile.TarFile) -> dict[str, tarfile.TarInfo]:
 
 
 def image_batches(run: RunFolder, table: pa.Table, size: int) -> Iterator[pa.Table]:
-    """Batches of the alive rows with an `image` column, in `image_slices` order. Only one batch's
-    images are in memory at a time: the tar's headers are indexed once, members read per batch."""
-    current, tar, members, rows = None, None, {}, None
-    try:
-        for shard, start, length in image_slices(table, size):
-            if shard != current:
-                if tar is not None:
-                    tar.close()
-                current, tar = shard, tarfile.open(run.root / shard)  # noqa: SIM115 - open across yields, closed below
-                members, rows = jpg_members(tar), shard_rows(table, shard)
-            yield read_images(rows.slice(start, length), tar, members)
-    finally:
-        if tar is not None:
-            tar.close()
+    """Batches of `size` alive rows with an `image` column, in `indexed_rows` order; only one
+    batch's images are in memory at a time."""
+    rows = indexed_rows(run, table)
+    for start in range(0, rows.num_rows, size):
+        yield read_images(run.root, rows.slice(start, size))
 
 
 def _laion_face_files(row: dict, faces: list[dict]) -> dict[str, bytes]:
@@ -134,7 +145,7 @@ def _laion_face_cropped_files(row: dict, face: dict, crop: dict, config) -> dict
 
 
 class PartWork:
-    """One part's outputs, fed its batches after the batch stages, in `image_slices` order.
+    """One part's outputs, fed its batches after the batch stages, in `indexed_rows` order.
 
     `add()` writes the kept rows into the shards and keeps the (image-free) rows and faces;
     `finish()` closes the shards, writes embeddings, faces and samples manifests, then `_done`.

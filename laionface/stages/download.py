@@ -216,6 +216,11 @@ def download_marker(run: RunFolder, part: int) -> Path:
     return run.raw(part) / "_download.parquet"
 
 
+def read_download_result(run: RunFolder, part: int) -> pa.Table:
+    """A finished part's RESULT rows, as `download_part` returned them."""
+    return pq.read_table(download_marker(run, part))
+
+
 def download_part(run: RunFolder, part: int, config: DownloadConfig, retry_failed: bool = False) -> pa.Table:
     """Download one part (or re-download its transient failures); return one RESULT row per candidate.
 
