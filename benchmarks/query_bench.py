@@ -3,9 +3,11 @@
     python benchmarks/query_bench.py [--rows 10000000] [--quick] [--repeats 5] [--no-record]
 
 Generates once (cached under benchmarks/_work/query/rows-N/) a run folder whose
-manifests/samples/ holds --rows rows of the SAMPLES schema in 100 part files (keys sorted within
-a file, as the runner writes them), with realistic values: ~45% kept, download failures by kind,
-no_face, select drops; URLs over ~20,000 Zipf-distributed domains (some with `www.` and ports),
+manifests/samples/ holds --rows rows of the SAMPLES schema in 100 part files, written by
+laionface.runfolder.write_parquet, the function (and so the parquet settings: zstd, statistics,
+pyarrow's dictionary encoding, one row group per part) the runner writes samples manifests with;
+keys sorted within a file, as the runner writes them; realistic values: ~45% kept, download
+failures by kind, no_face, select drops; URLs over ~20,000 Zipf-distributed domains (some with `www.` and ports),
 LAION-like captions, sizes, LICENSE and NSFW.
 
 Times, through laionface.audit.query.query (what `laionface query` runs: open the views, run the
@@ -54,10 +56,10 @@ def generate(root: Path, rows: int) -> Path:
     import numpy as np
     import pyarrow as pa
     import pyarrow.compute as pc
-    import pyarrow.parquet as pq
 
     from laionface.domains import domains as url_domains
-    from laionface.schema import MANIFEST_VERSION, SAMPLES, validate
+    from laionface.runfolder import write_parquet
+    from laionface.schema import MANIFEST_VERSION, SAMPLES
 
     folder = root / "manifests" / "samples"
     marker = root / "_complete"
@@ -130,11 +132,7 @@ def generate(root: Path, rows: int) -> Path:
             "pipeline_version": pa.array(np.full(n, "0.1.0")), "config_hash": pa.array(np.full(n, "0123456789abcdef")),
         }
         table = pa.Table.from_arrays([cols[f.name] for f in SAMPLES], schema=SAMPLES)
-        if part == 0:
-            validate(table, SAMPLES, "synthetic part 0")
-        tmp = folder / f".{part_name}.parquet.tmp"
-        pq.write_table(table, tmp, compression="zstd", write_statistics=True)
-        os.replace(tmp, folder / f"{part_name}.parquet")
+        write_parquet(table, folder / f"{part_name}.parquet", SAMPLES)  # the runner's writer and settings
     (root / "candidates").mkdir(exist_ok=True)
     marker.write_text(f"{rows} {MANIFEST_VERSION}\n")
     print(f"generated {rows:,} rows in {N_PARTS} files under {root} in {time.perf_counter() - t0:.1f} s", flush=True)

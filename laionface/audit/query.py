@@ -77,18 +77,37 @@ def parts_table(run: RunFolder) -> pa.Table:
     return pa.Table.from_pylist(rows, schema=PARTS)
 
 
-def _view_source(con, name: str, schema: pa.Schema, files: list[Path]) -> tuple[str, bool]:
-    """(the FROM source of a view, whether every file has a `domain` column). Footers are read
-    once here: files of one schema are scanned as they are; mixed versions (say 1.0 and 1.1
-    manifests) by name."""
+def _view_source(con, name: str, schema: pa.Schema, files: list[Path]) -> tuple[str, list[str], bool]:
+    """(the FROM source of a view, its column names as they are stored, whether every file has a
+    `domain` column). Footers are read once here: files of one schema are scanned as they are;
+    mixed versions (say 1.0 and 1.1 manifests) by name."""
     if not files:
         con.register(f"_empty_{name}", schema.empty_table())
-        return f"_empty_{name}", "domain" in schema.names
+        return f"_empty_{name}", schema.names, "domain" in schema.names
     schemas = [pq.read_schema(f) for f in files]
     same = all(s.equals(schemas[0]) for s in schemas)
     listed = ", ".join(_sql_str(str(f)) for f in files)
     source = f"read_parquet([{listed}])" if same else f"read_parquet([{listed}], union_by_name=true)"
-    return source, all("domain" in s.names for s in schemas)
+    names = list(dict.fromkeys(n for s in schemas for n in s.names))
+    return source, names, all("domain" in s.names for s in schemas)
+
+
+def _view_select(name: str, names: list[str], stored: bool) -> str:
+    """The view's select list over its source's columns: DuckDB names the second of two names that
+    differ only in case `<name>_1` (samples' `width` after LAION's `WIDTH`); RENAMES names those.
+    Samples' `domain` is computed for manifests older than 1.1. Built from the footers (no DESCRIBE)."""
+    lower = [n.lower() for n in names]
+    renamed = [f"{old} AS {new}" for old, new in RENAMES.items() if lower.count(old.removesuffix("_1")) > 1]
+    select = "*" + (f" RENAME ({', '.join(renamed)})" if renamed else "")
+    if name != "samples":
+        return select
+    if "domain" not in lower:
+        return select + ", domain_of(URL) AS domain"  # every manifest predates 1.1
+    if not stored:
+        # some do: compute theirs (DuckDB evaluates coalesce's second argument for every row, so
+        # only when needed: 1 s -> 9 s on 10M rows)
+        return select.replace("*", '* REPLACE (coalesce("domain", domain_of(URL)) AS domain)', 1)
+    return select
 
 
 def connect(run_root: Path | str, sql: str | None = None):
@@ -100,21 +119,12 @@ def connect(run_root: Path | str, sql: str | None = None):
     wanted = set(TABLES) if sql is None else set(re.findall(r"\b(" + "|".join(TABLES) + r")\b", sql.lower()))
     con = duckdb.connect(":memory:")
     try:
-        for sig, body in MACROS.items():
-            con.execute(f"CREATE MACRO {sig} AS {body}")
+        con.execute(";".join(f"CREATE MACRO {sig} AS {body}" for sig, body in MACROS.items()))
         for name, schema in (("samples", SAMPLES), ("faces", FACES), ("candidates", CANDIDATES)):
             if name not in wanted:
                 continue
-            files = _files(run, name)
-            source, stored = _view_source(con, name, schema, files)
-            cols = [row[0] for row in con.execute(f"DESCRIBE SELECT * FROM {source}").fetchall()]
-            select = ", ".join(f'"{c}" AS {RENAMES[c]}' if c in RENAMES else f'"{c}"' for c in cols)
-            if name == "samples" and "domain" not in cols:
-                select += ", domain_of(URL) AS domain"  # every manifest predates 1.1
-            elif name == "samples" and not stored:
-                # some do: compute theirs (DuckDB evaluates coalesce's second argument for every
-                # row, so only when needed: 1 s -> 9 s on 10M rows)
-                select = select.replace('"domain"', 'coalesce("domain", domain_of(URL)) AS domain')
+            source, names, stored = _view_source(con, name, schema, _files(run, name))
+            select = _view_select(name, names, stored)
             con.execute(f"CREATE VIEW {name} AS SELECT {select} FROM {source}")
         if "parts" in wanted:
             con.register("_parts", parts_table(run))
