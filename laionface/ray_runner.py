@@ -37,6 +37,7 @@ from .stages.download import download_part, read_download_result
 
 PART, ROWS, CONTROL, ERROR = "__part", "__rows", "__control", "__error"  # CONTROL: null, "empty" or "error"
 DOWNLOAD = ("__download_seconds", "__download_rows", "__host", "__started")  # the part's download facts
+BLOCK_BYTES = 16 * 1024 * 1024
 SECONDS = "__seconds_"  # + stage: per-row share of the stage's time on the row's batch, summed by the driver
 
 
@@ -145,6 +146,9 @@ class RayRunner:
                      log_to_driver=False, configure_logging=False)
         ctx = ray.data.DataContext.get_current()
         ctx.execution_options.preserve_order = True  # each PartWork gets its rows in the local runner's order
+        # Blocks of about one batch of images, not Ray's 128 MiB: a task's batches would otherwise
+        # be merged into blocks that grow with the part, and the driver holds a block or two.
+        ctx.target_max_block_size = BLOCK_BYTES
         ctx.enable_progress_bars = self.progress
 
     def run_parts(self, parts: list[int] | None = None, retry_failed: bool = False) -> list[PartOutcome]:
