@@ -143,26 +143,13 @@ def write_meta(folder: Path, base_url: str, images: list[tuple[str, int, int]], 
 
 def _tree_rss(root: int) -> int:
     """Summed RSS (bytes) of `root` and all its descendants, from /proc (no psutil needed)."""
-    children: dict[int, list[int]] = {}
-    rss: dict[int, int] = {}
-    page = os.sysconf("SC_PAGE_SIZE")
-    for d in os.listdir("/proc"):
-        if not d.isdigit():
-            continue
+    page, total = os.sysconf("SC_PAGE_SIZE"), 0
+    for pid in _descendants(root):
         try:
-            with open(f"/proc/{d}/stat") as f:
-                stat = f.read()
-            with open(f"/proc/{d}/statm") as f:
-                rss[int(d)] = int(f.read().split()[1]) * page
+            with open(f"/proc/{pid}/statm") as f:
+                total += int(f.read().split()[1]) * page
         except OSError:
             continue
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        children.setdefault(ppid, []).append(int(d))
-    total, todo = 0, [root]
-    while todo:
-        pid = todo.pop()
-        total += rss.get(pid, 0)
-        todo.extend(children.get(pid, ()))
     return total
 
 

@@ -31,12 +31,24 @@ import pyarrow.compute as pc
 
 from .pipeline import Pipeline
 from .runfolder import RunFolder
-from .runner import IMAGE_BATCH, LocalRunner, PartOutcome, PartWork, _now, base_samples, indexed_rows, read_images
+from .runner import (
+    IMAGE_BATCH,
+    OFFSET,
+    SIZE,
+    LocalRunner,
+    PartOutcome,
+    PartWork,
+    _now,
+    base_samples,
+    failed_part,
+    indexed_rows,
+    read_images,
+)
 from .stages.crop import CropStage
 from .stages.download import download_part, read_download_result
 
 PART, ROWS, CONTROL, ERROR = "__part", "__rows", "__control", "__error"  # CONTROL: null, "empty" or "error"
-DOWNLOAD = ("__download_seconds", "__download_rows", "__host", "__started")  # the part's download facts
+DL_SECONDS, DL_ROWS, HOST, STARTED = DOWNLOAD = ("__download_seconds", "__download_rows", "__host", "__started")
 BLOCK_BYTES = 16 * 1024 * 1024
 SECONDS = "__seconds_"  # + stage: per-row share of the stage's time on the row's batch, summed by the driver
 
@@ -62,9 +74,9 @@ def _download(batch: pa.Table, run_root: str, pipeline: dict, retry_failed: bool
     if rows is None or rows.num_rows == 0:
         rows, control = pa.table({"key": pa.nulls(1, pa.string())}), control or "empty"
     host = f"{socket.gethostname()}/{ray.get_runtime_context().get_node_id()[:12]}"
-    values = {PART: part, ROWS: rows.num_rows, CONTROL: control, ERROR: error, DOWNLOAD[0]: time.perf_counter() - t0,
-              DOWNLOAD[1]: result_rows, DOWNLOAD[2]: host, DOWNLOAD[3]: started}
-    types = {PART: pa.int32(), ROWS: pa.int64(), CONTROL: pa.string(), ERROR: pa.string(), DOWNLOAD[1]: pa.int64()}
+    values = {PART: part, ROWS: rows.num_rows, CONTROL: control, ERROR: error, DL_SECONDS: time.perf_counter() - t0,
+              DL_ROWS: result_rows, HOST: host, STARTED: started}
+    types = {PART: pa.int32(), ROWS: pa.int64(), CONTROL: pa.string(), ERROR: pa.string(), DL_ROWS: pa.int64()}
     return _with_columns(rows, values, types)
 
 
@@ -73,7 +85,7 @@ def _each_part(name: str | None, stage_for: Callable[[int], Callable[[pa.Table],
     control rows pass through. A stage raising turns that part's rows into error rows."""
     control = pc.is_valid(batch[CONTROL])
     data = batch.filter(pc.invert(control))
-    ours = [c for c in batch.column_names if c.startswith("__") and c not in ("__offset", "__size")]
+    ours = [c for c in batch.column_names if c.startswith("__") and c not in (OFFSET, SIZE)]
     out = []
     for part in pc.unique(data[PART]).to_pylist():
         rows = data.filter(pc.equal(data[PART], part))
@@ -171,7 +183,7 @@ class RayRunner:
                 state = states.get(part)
                 if state and state.work:
                     state.work.abort()
-                outcomes.append(self._failed(part, error, traceback.format_exc()))
+                outcomes.append(failed_part(self.run, part, error, traceback.format_exc()))
         return sorted(outcomes, key=lambda o: o.part)
 
     def _dataset(self, pending: list[int], retry_failed: bool):
@@ -201,8 +213,8 @@ class RayRunner:
         state = states.get(part)
         if state is None:
             first = {c: rows[c][0].as_py() for c in (ROWS, *DOWNLOAD)}
-            state = states[part] = _Part(PartOutcome(part, "done"), first[ROWS], {"host": first["__host"], "started_at": first["__started"]})
-            state.outcome.tally("download", first["__download_seconds"], first["__download_rows"])
+            state = states[part] = _Part(PartOutcome(part, "done"), first[ROWS], {"host": first[HOST], "started_at": first[STARTED]})
+            state.outcome.tally("download", first[DL_SECONDS], first[DL_ROWS])
         state.received += rows.num_rows
         errors = rows.filter(pc.equal(rows[CONTROL], "error"))
         if errors.num_rows and state.error is None:
@@ -227,11 +239,8 @@ class RayRunner:
         if state.work:
             state.work.abort()
         message, _, trace = state.error.partition("\n")
-        return self._failed(part, message, trace)
+        return failed_part(self.run, part, message, trace)
 
     def _work(self, part: int) -> PartWork:
         return PartWork(self.run, self.pipeline, part, base_samples(self.run, part, read_download_result(self.run, part)))
 
-    def _failed(self, part: int, error: str, trace: str) -> PartOutcome:
-        self.run.mark_failed(part, {"part": part, "state": "failed", "error": error, "traceback": trace})
-        return PartOutcome(part, "failed", error=error)

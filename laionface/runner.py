@@ -237,6 +237,12 @@ def _outcome_record(o: PartOutcome) -> dict:
             "stage_rows": o.stage_rows}
 
 
+def failed_part(run: RunFolder, part: int, error: str, trace: str) -> PartOutcome:
+    """Record a part's failure in `_failed/` (a re-run redoes it); its outcome."""
+    run.mark_failed(part, {"part": part, "state": "failed", "error": error, "traceback": trace})
+    return PartOutcome(part, "failed", error=error)
+
+
 def parts_to_redo(run: RunFolder, pipeline: Pipeline, parts: list[int]) -> list[int]:
     """Done parts not made by `pipeline` (e.g. detected before crop or score was turned on):
     `laionface crop` and `laionface score` delete their `_done` marker so the runner redoes
@@ -325,7 +331,5 @@ class LocalRunner:
             try:
                 outcomes.append(self.process_part(part, retry_failed=retry_failed))
             except Exception as exc:  # noqa: BLE001 - one part failing must not stop the others
-                error = f"{type(exc).__name__}: {exc}"
-                self.run.mark_failed(part, {"part": part, "state": "failed", "error": error, "traceback": traceback.format_exc()})
-                outcomes.append(PartOutcome(part, "failed", error=error))
+                outcomes.append(failed_part(self.run, part, f"{type(exc).__name__}: {exc}", traceback.format_exc()))
         return outcomes
