@@ -201,6 +201,7 @@ class TreeRss:
     def __init__(self, pid: int, every: float = 0.2):
         self.pid, self.every, self.peak, self.pss_peak, self.anon_peak = pid, every, 0, 0, 0
         self.pss_every = 10  # PSS every 10th sample (2 s)
+        self.anon_series: list[int] = []  # RssAnon every 2 s: does it plateau or keep climbing?
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
 
@@ -211,8 +212,15 @@ class TreeRss:
             self.anon_peak = max(self.anon_peak, _status_kb(self.pid, "RssAnon") * 1024)
             if tick % self.pss_every == 0:  # smaps_rollup walks page tables: ~30% of a core at 0.2 s
                 self.pss_peak = max(self.pss_peak, _tree_pss(self.pid))
+                self.anon_series.append(_status_kb(self.pid, "RssAnon") * 1024)
             tick += 1
             self._stop.wait(self.every)
+
+    def quarters_mb(self) -> list[float]:
+        """Peak private memory in each quarter of the run: flat late quarters = a plateau, not a leak."""
+        xs = self.anon_series
+        cut = [len(xs) * i // 4 for i in range(5)]
+        return [max(xs[a:b], default=0) / 2**20 for a, b in zip(cut, cut[1:])]
 
     def __enter__(self):
         self._thread.start()
@@ -243,7 +251,8 @@ def run_child(cmd: list[str], env: dict, log: Path) -> dict:
     if proc.returncode:
         raise RuntimeError(f"{' '.join(cmd[:4])}... exited {proc.returncode}; see {log}")
     return {"wall": wall, "stdout": out.decode(errors="replace"), "rss_mb": usage.ru_maxrss / 1024,
-            "tree_mb": tree.peak / 2**20, "pss_mb": tree.pss_peak / 2**20, "anon_mb": tree.anon_peak / 2**20}
+            "tree_mb": tree.peak / 2**20, "pss_mb": tree.pss_peak / 2**20, "anon_mb": tree.anon_peak / 2**20,
+            "anon_quarters_mb": tree.quarters_mb()}
 
 
 def child_detect(run_dir: str) -> None:
@@ -401,7 +410,7 @@ def main(argv: list[str] | None = None) -> int:
             r.update(s, images=kept_dl, tput=kept_dl / r["wall"])
             secs = ", ".join(f"{k} {v:.1f}" for k, v in s["stage_seconds"].items())
             print(f"    e2e {runner}{tag}: {r['wall']:.2f} s ({r['tput']:.1f} images/s), peak RSS {r['rss_mb']:.0f} MB "
-                  f"(tree {r['tree_mb']:.0f} MB, tree PSS {r['pss_mb']:.0f} MB, own private {r['anon_mb']:.0f} MB); stage seconds summed over parts: {secs}; statuses {s['counts']}", flush=True)
+                  f"(tree {r['tree_mb']:.0f} MB, tree PSS {r['pss_mb']:.0f} MB, own private {r['anon_mb']:.0f} MB, by quarter of the run {'/'.join(f'{q:.0f}' for q in r['anon_quarters_mb'])}); stage seconds summed over parts: {secs}; statuses {s['counts']}", flush=True)
             shutil.rmtree(run / "laion_face", ignore_errors=True)  # disk: the shards are not needed after the checks
             return r
 
@@ -473,7 +482,8 @@ def main(argv: list[str] | None = None) -> int:
             lines.append(
                 f"- peak memory without double counting, {runner}: tree PSS 1x {pss1:.0f} MB, {scale}x {s['pss_mb']:.0f} MB = "
                 f"{s['pss_mb'] / pss1:.2f}x; the run process's private memory (RssAnon) 1x {anon1:.0f} MB, {scale}x "
-                f"{s['anon_mb']:.0f} MB = {s['anon_mb'] / anon1:.2f}x")
+                f"{s['anon_mb']:.0f} MB = {s['anon_mb'] / anon1:.2f}x; its peak by quarter of the {scale}x run "
+                + "/".join(f"{q:.0f}" for q in s["anon_quarters_mb"]) + " MB")
             worst = max(s["pss_mb"] / pss1, s["anon_mb"] / anon1)
             verdicts.append(f"{runner} memory {scale}x/1x (tree PSS, own private) {worst:.2f}x {'PASS' if worst <= 1.2 else 'FAIL'}; "
                             f"wait4 RSS {s['rss_mb'] / rss1:.2f}x")
