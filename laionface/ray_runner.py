@@ -27,6 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -49,6 +50,7 @@ from .stages.crop import CropStage
 from .stages.download import download_part, read_download_result
 
 PART, ROWS, CONTROL, ERROR = "__part", "__rows", "__control", "__error"  # CONTROL: null, "empty" or "error"
+BATCH = "__batch"  # the row's local-runner batch within its part: stages see the local runner's batches
 DL_SECONDS, DL_ROWS, HOST, STARTED = DOWNLOAD = ("__download_seconds", "__download_rows", "__host", "__started")
 BLOCK_BYTES = 16 * 1024 * 1024
 SECONDS = "__seconds_"  # + stage: per-row share of the stage's time on the row's batch, summed by the driver
@@ -60,7 +62,7 @@ def _with_columns(table: pa.Table, values: dict[str, Any], types: dict[str, pa.D
     return table
 
 
-def _download(batch: pa.Table, run_root: str, pipeline: dict, retry_failed: bool) -> pa.Table:
+def _download(batch: pa.Table, run_root: str, pipeline: dict, retry_failed: bool, batch_rows: int) -> pa.Table:
     """Ray Data task, one part: download it (or read the finished download) and list its work."""
     import ray
 
@@ -70,6 +72,7 @@ def _download(batch: pa.Table, run_root: str, pipeline: dict, retry_failed: bool
         result = download_part(run, part, Pipeline.from_dict(pipeline).get("download"), retry_failed=retry_failed)
         result_rows = result.num_rows
         rows = indexed_rows(run, base_samples(run, part, result))
+        rows = rows.append_column(BATCH, pa.array(np.arange(rows.num_rows) // batch_rows, pa.int32()))
     except Exception as exc:  # noqa: BLE001 - recorded as the part's failure; the others go on
         control, error = "error", f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}"
     if rows is None or rows.num_rows == 0:
@@ -82,14 +85,18 @@ def _download(batch: pa.Table, run_root: str, pipeline: dict, retry_failed: bool
 
 
 def _each_part(name: str | None, stage_for: Callable[[int], Callable[[pa.Table], pa.Table]], batch: pa.Table) -> pa.Table:
-    """Run a stage on each part's data rows of `batch` separately, without the runner's columns;
-    control rows pass through. A stage raising turns that part's rows into error rows."""
+    """Run a stage on the data rows of `batch` one local-runner batch at a time (a part's rows
+    `IMAGE_BATCH` by `IMAGE_BATCH`, whatever Ray Data's batch holds), without the runner's
+    columns: a model's floats can depend on which rows share its forward pass (CLIP's do on
+    some kernels), so both runners must give it the same groups. Control rows pass through.
+    A stage raising turns that part's rows into error rows."""
     control = pc.is_valid(batch[CONTROL])
-    data = batch.filter(pc.invert(control))
+    data = batch if batch[CONTROL].null_count == batch.num_rows else batch.filter(pc.invert(control))
     ours = [c for c in batch.column_names if c.startswith("__") and c not in (OFFSET, SIZE)]
     out = []
-    for part in pc.unique(data[PART]).to_pylist():
-        rows = data.filter(pc.equal(data[PART], part))
+    groups = dict.fromkeys(zip(data[PART].to_pylist(), data[BATCH].to_pylist()))
+    for part, index in groups:  # filter (a copy of the images) only when the batch holds several
+        rows = data if len(groups) == 1 else data.filter(pc.and_(pc.equal(data[PART], part), pc.equal(data[BATCH], index)))
         t = time.perf_counter()
         try:
             done = stage_for(part)(rows.drop_columns(ours))
@@ -185,8 +192,9 @@ class RayRunner:
         states: dict[int, _Part] = {}
         try:
             for batch in self._dataset(pending, retry_failed).iter_batches(batch_size=None, batch_format="pyarrow"):
-                for part in pc.unique(batch[PART]).to_pylist():
-                    done = self._receive(states, part, batch.filter(pc.equal(batch[PART], part)))
+                parts = pc.unique(batch[PART]).to_pylist()
+                for part in parts:  # most blocks hold one part: no copy of their images then
+                    done = self._receive(states, part, batch if len(parts) == 1 else batch.filter(pc.equal(batch[PART], part)))
                     if done is not None:
                         outcomes.append(done)
         except Exception as exc:  # noqa: BLE001 - Ray itself failed: the unfinished parts are failed, a re-run redoes them
@@ -207,7 +215,7 @@ class RayRunner:
         window = conf.downloads_in_flight or max(1, int(ray.cluster_resources().get("CPU", 1)) // 2)
         common: dict[str, Any] = {"batch_size": IMAGE_BATCH, "batch_format": "pyarrow", "zero_copy_batch": True}
         ds = ray.data.from_items([{"part": p} for p in pending], override_num_blocks=len(pending))
-        ds = ds.map_batches(_download, fn_kwargs={"run_root": root, "pipeline": pipeline, "retry_failed": retry_failed},
+        ds = ds.map_batches(_download, fn_kwargs={"run_root": root, "pipeline": pipeline, "retry_failed": retry_failed, "batch_rows": IMAGE_BATCH},
                             batch_size=1, batch_format="pyarrow", num_cpus=conf.download_cpus, concurrency=window)
         if self.pipeline.runs("detect"):  # reads the images itself
             ds = ds.map_batches(ModelStage, fn_constructor_args=("detect", root, pipeline), concurrency=(1, conf.detect_actors), **common)
@@ -232,7 +240,7 @@ class RayRunner:
         errors = rows.filter(pc.equal(rows[CONTROL], "error"))
         if errors.num_rows and state.error is None:
             state.error = errors[ERROR][0].as_py()
-        data = rows.filter(pc.is_null(rows[CONTROL]))
+        data = rows if rows[CONTROL].null_count == rows.num_rows else rows.filter(pc.is_null(rows[CONTROL]))
         try:
             if state.error is None and data.num_rows:
                 state.work = state.work or self._work(part)

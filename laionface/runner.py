@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ctypes
 import json
+import os
 import platform
 import shutil
 import tarfile
@@ -37,7 +38,9 @@ from .stages.download import download_part
 from .stages.score import EmbeddingsWriter, ScoreStage, crop_scores_for_faces
 from .status import KEPT
 
-IMAGE_BATCH = 256  # rows per batch through the batch stages: bounds memory by batch, not part
+# Rows per batch through the batch stages: bounds memory by batch, not part. The variable is for
+# tests, so small parts span several batches; both runners read it in the driver.
+IMAGE_BATCH = int(os.environ.get("LAIONFACE_IMAGE_BATCH", "256"))
 BATCH_STAGES = ("detect", "crop", "score")  # in the order they run, after download
 
 

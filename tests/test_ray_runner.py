@@ -31,15 +31,15 @@ def sample(tmp_path_factory):
         yield meta[0].parent, ids
 
 
-def run_cmd(sample, out: Path, *extra: str) -> list[str]:
+def run_cmd(sample, out: Path, *extra: str, pipeline: Path = ROOT / "pipelines" / "demo.yaml") -> list[str]:
     meta, ids = sample
-    return [sys.executable, "-m", "laionface.cli", "run", str(ROOT / "pipelines" / "demo.yaml"), "--input", str(meta),
+    return [sys.executable, "-m", "laionface.cli", "run", str(pipeline), "--input", str(meta),
             "--ids", str(ids), "--out", str(out), "--allow-private-addresses", *extra]
 
 
-def outputs(run: Path) -> dict[str, bytes]:
+def outputs(run: Path, names: tuple[str, ...] = OUTPUTS) -> dict[str, bytes]:
     files = {}
-    for name in OUTPUTS:
+    for name in names:
         for path in sorted((run / name).rglob("*")):
             if path.is_file():
                 files[str(path.relative_to(run))] = path.read_bytes()
@@ -123,3 +123,32 @@ def test_sigkill_mid_run_then_rerun_is_byte_identical(sample, local_run, tmp_pat
     assert ours.keys() == reference.keys()
     assert [k for k in ours if ours[k] != reference[k]] == []
     assert not [p for p in out.rglob("*.tmp")], "temporary files left behind"
+
+
+def test_clip_scores_on_ray_match_local_bytes_when_parts_span_batches(sample, tmp_path):
+    """CLIP's floats depend on which rows share a forward pass (~1e-7 on this CPU), so the Ray
+    runner must give the stages the local runner's batches. With 8-row batches each part spans
+    several, and Ray Data's 8-row batches straddle batch and part boundaries."""
+    yaml = pytest.importorskip("yaml")
+    pytest.importorskip("open_clip")
+    from laionface.testing.tiny_clip import save_tiny_clip_dir
+
+    data = yaml.safe_load((ROOT / "pipelines" / "demo.yaml").read_text())
+    data["stages"]["score"] = {"model": f"local-dir:{save_tiny_clip_dir(tmp_path / 'clip')}", "threshold": -1.0}
+    pipeline = tmp_path / "scored.yaml"
+    pipeline.write_text(yaml.safe_dump(data))
+    env = {**os.environ, "LAIONFACE_IMAGE_BATCH": "8"}
+    results = {}
+    for runner in ("local", "ray"):
+        out = tmp_path / runner
+        proc = subprocess.run(run_cmd(sample, out, "--runner", runner, pipeline=pipeline), capture_output=True, text=True,
+                              timeout=600, env=env)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        results[runner] = outputs(out, (*OUTPUTS, "embeddings"))
+    ours, reference = results["ray"], results["local"]
+    assert any(k.startswith("embeddings/") for k in reference) and ours.keys() == reference.keys()
+    assert [k for k in ours if ours[k] != reference[k]] == []
+    import pyarrow.parquet as pq
+
+    scores = pq.read_table(tmp_path / "local" / "manifests" / "samples", columns=["clip_score"])["clip_score"]
+    assert scores.null_count < len(scores)  # scored, not skipped
