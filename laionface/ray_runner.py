@@ -161,6 +161,15 @@ class _Part:
     error: str | None = None
 
 
+def _actor_cpus(cluster_cpus: float, download_cpus: float, models: int) -> float:
+    """CPUs each model actor reserves: 1, less on a small cluster, so that the first actor of
+    every model stage, a download task and a crop task fit at once. Ray Data holds an actor's CPUs
+    for the whole run: on 2 CPUs a 1-CPU detect actor and a 1-CPU score actor left no CPU for
+    the downloads, and the run waited forever."""
+    spare = cluster_cpus - download_cpus - 0.25  # 0.25: a crop task
+    return max(0.1, min(1.0, spare / models))
+
+
 class RayRunner:
     def __init__(self, run: RunFolder, pipeline: Pipeline, address: str | None = None, progress: bool = True):
         self.run = run
@@ -212,20 +221,23 @@ class RayRunner:
         conf, pipeline, root = self.pipeline.ray, self.pipeline.to_dict(), str(self.run.root)
         # A window of downloads in flight (default: half the cluster's CPUs) keeps the next parts
         # downloading while earlier ones are processed, without starving the model stages.
-        window = conf.downloads_in_flight or max(1, int(ray.cluster_resources().get("CPU", 1)) // 2)
+        cpus = ray.cluster_resources().get("CPU", 1)
+        window = conf.downloads_in_flight or max(1, int(cpus) // 2)
+        actor_cpus = _actor_cpus(cpus, conf.download_cpus, models=1 + self.pipeline.runs("score"))
         common: dict[str, Any] = {"batch_size": IMAGE_BATCH, "batch_format": "pyarrow", "zero_copy_batch": True}
         ds = ray.data.from_items([{"part": p} for p in pending], override_num_blocks=len(pending))
         ds = ds.map_batches(_download, fn_kwargs={"run_root": root, "pipeline": pipeline, "retry_failed": retry_failed, "batch_rows": IMAGE_BATCH},
                             batch_size=1, batch_format="pyarrow", num_cpus=conf.download_cpus, concurrency=window)
         if self.pipeline.runs("detect"):  # reads the images itself
-            ds = ds.map_batches(ModelStage, fn_constructor_args=("detect", root, pipeline), concurrency=(1, conf.detect_actors), **common)
+            ds = ds.map_batches(ModelStage, fn_constructor_args=("detect", root, pipeline), concurrency=(1, conf.detect_actors),
+                                num_cpus=actor_cpus, **common)
         else:
             ds = ds.map_batches(_read, fn_kwargs={"run_root": root}, num_cpus=0.25, **common)  # I/O
         if self.pipeline.runs("crop"):
             ds = ds.map_batches(_crop, fn_kwargs={"pipeline": pipeline}, num_cpus=0.25, **common)  # ~1/5 of detect
         if self.pipeline.runs("score"):
             gpu = ray.cluster_resources().get("GPU", 0) and self.pipeline.get("score").device != "cpu"
-            ds = ds.map_batches(ModelStage, fn_constructor_args=("score", root, pipeline), concurrency=(1, conf.score_actors),
+            ds = ds.map_batches(ModelStage, fn_constructor_args=("score", root, pipeline), concurrency=(1, conf.score_actors), num_cpus=actor_cpus,
                                 num_gpus=conf.gpus_per_score_actor if gpu else None, **common)
         return ds
 
