@@ -51,7 +51,7 @@ class RayConfig:
             raise ConfigError(f"ray: detect_actors and score_actors >= 1, gpus_per_score_actor and download_cpus > 0, downloads_in_flight >= 0 (got {self})")
 
 
-_NOT_SHAPING = {"thread_count", "processes_count", "threads", "batch_size", "prefetch", "device", "allow_private_addresses"}
+_NOT_SHAPING = {"thread_count", "processes_count", "threads", "torch_threads", "batch_size", "prefetch", "device", "allow_private_addresses"}
 
 # stage key in YAML -> settings class, in the order they run
 STAGE_CONFIGS: dict[str, type] = {

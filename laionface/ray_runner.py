@@ -10,12 +10,15 @@
       -> driver: one PartWork per part: shards, embeddings, manifests, `_done` last
 
 One dataset for the run, so actors start once and the next parts download while earlier ones
-are detected. Order is preserved, so each part's rows reach its PartWork in the local runner's
-order and the bytes are the same. Every row carries its part and the part's row count; a part
-with nothing to process, or whose download failed, sends one control row instead, so the driver
-knows when a part is complete. A stage raising on a part turns that part's rows into error rows:
-the part is recorded in `_failed/` and the others go on. Stages know nothing of Ray; the run
-folder must be on storage every node sees.
+are detected. A Ray Data row is one local-runner batch (a part's rows `IMAGE_BATCH` at a time,
+as Arrow IPC bytes), so every stage sees exactly the local runner's batches, whatever blocks
+Ray Data makes: CLIP's floats depend on which rows share a forward pass. Order is preserved,
+so each part's batches reach its PartWork in the local runner's order and the bytes are the
+same. Every row carries its part and how many rows the part sends; a part with nothing to
+process, or whose download failed, sends one control row instead, so the driver knows when a
+part is complete. A stage raising on a batch turns it into an error row: the part is recorded
+in `_failed/` and the others go on. Stages know nothing of Ray; the run folder must be on
+storage every node sees.
 """
 
 from __future__ import annotations
@@ -27,7 +30,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -35,8 +37,6 @@ from .pipeline import Pipeline
 from .runfolder import RunFolder
 from .runner import (
     IMAGE_BATCH,
-    OFFSET,
-    SIZE,
     LocalRunner,
     PartOutcome,
     PartWork,
@@ -49,11 +49,11 @@ from .runner import (
 from .stages.crop import CropStage
 from .stages.download import download_part, read_download_result
 
-PART, ROWS, CONTROL, ERROR = "__part", "__rows", "__control", "__error"  # CONTROL: null, "empty" or "error"
-BATCH = "__batch"  # the row's local-runner batch within its part: stages see the local runner's batches
+PART, COUNT, CONTROL, ERROR = "__part", "__count", "__control", "__error"  # CONTROL: null, "empty" or "error"
+BATCH = "__batch"  # one local-runner batch of the part's rows, Arrow IPC; null in control rows
 DL_SECONDS, DL_ROWS, HOST, STARTED = DOWNLOAD = ("__download_seconds", "__download_rows", "__host", "__started")
 BLOCK_BYTES = 16 * 1024 * 1024
-SECONDS = "__seconds_"  # + stage: per-row share of the stage's time on the row's batch, summed by the driver
+SECONDS = "__seconds_"  # + stage: the stage's time on the row's batch, summed by the driver
 
 
 def _with_columns(table: pa.Table, values: dict[str, Any], types: dict[str, pa.DataType]) -> pa.Table:
@@ -62,67 +62,72 @@ def _with_columns(table: pa.Table, values: dict[str, Any], types: dict[str, pa.D
     return table
 
 
+def _pack(table: pa.Table) -> memoryview:
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return memoryview(sink.getvalue())
+
+
+def _unpack(payload: pa.Scalar) -> pa.Table:
+    return pa.ipc.open_stream(payload.as_buffer()).read_all()
+
+
 def _download(batch: pa.Table, run_root: str, pipeline: dict, retry_failed: bool, batch_rows: int) -> pa.Table:
-    """Ray Data task, one part: download it (or read the finished download) and list its work."""
+    """Ray Data task, one part: download it (or read the finished download) and list its work,
+    one row per local-runner batch of its alive rows (with their image offsets, not images)."""
     import ray
 
     part, started, t0 = batch["part"][0].as_py(), _now(), time.perf_counter()
-    run, rows, control, error, result_rows = RunFolder(run_root), None, None, None, 0
+    run, batches, control, error, result_rows = RunFolder(run_root), [], None, None, 0
     try:
         result = download_part(run, part, Pipeline.from_dict(pipeline).get("download"), retry_failed=retry_failed)
         result_rows = result.num_rows
         rows = indexed_rows(run, base_samples(run, part, result))
-        rows = rows.append_column(BATCH, pa.array(np.arange(rows.num_rows) // batch_rows, pa.int32()))
+        batches = [_pack(rows.slice(s, batch_rows)) for s in range(0, rows.num_rows, batch_rows)]
     except Exception as exc:  # noqa: BLE001 - recorded as the part's failure; the others go on
         control, error = "error", f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}"
-    if rows is None or rows.num_rows == 0:
-        rows, control = pa.table({"key": pa.nulls(1, pa.string())}), control or "empty"
+    if not batches:
+        control = control or "empty"
+    out = pa.table({BATCH: pa.array(batches or [None], pa.large_binary())})
     host = f"{socket.gethostname()}/{ray.get_runtime_context().get_node_id()[:12]}"
-    values = {PART: part, ROWS: rows.num_rows, CONTROL: control, ERROR: error, DL_SECONDS: time.perf_counter() - t0,
+    values = {PART: part, COUNT: out.num_rows, CONTROL: control, ERROR: error, DL_SECONDS: time.perf_counter() - t0,
               DL_ROWS: result_rows, HOST: host, STARTED: started}
-    types = {PART: pa.int32(), ROWS: pa.int64(), CONTROL: pa.string(), ERROR: pa.string(), DL_ROWS: pa.int64()}
-    return _with_columns(rows, values, types)
+    types = {PART: pa.int32(), COUNT: pa.int64(), CONTROL: pa.string(), ERROR: pa.string(), DL_ROWS: pa.int64()}
+    return _with_columns(out, values, types)
 
 
-def _each_part(name: str | None, stage_for: Callable[[int], Callable[[pa.Table], pa.Table]], batch: pa.Table) -> pa.Table:
-    """Run a stage on the data rows of `batch` one local-runner batch at a time (a part's rows
-    `IMAGE_BATCH` by `IMAGE_BATCH`, whatever Ray Data's batch holds), without the runner's
-    columns: a model's floats can depend on which rows share its forward pass (CLIP's do on
-    some kernels), so both runners must give it the same groups. Control rows pass through.
-    A stage raising turns that part's rows into error rows."""
-    control = pc.is_valid(batch[CONTROL])
-    data = batch if batch[CONTROL].null_count == batch.num_rows else batch.filter(pc.invert(control))
-    ours = [c for c in batch.column_names if c.startswith("__") and c not in (OFFSET, SIZE)]
-    out = []
-    groups = dict.fromkeys(zip(data[PART].to_pylist(), data[BATCH].to_pylist()))
-    for part, index in groups:  # filter (a copy of the images) only when the batch holds several
-        rows = data if len(groups) == 1 else data.filter(pc.and_(pc.equal(data[PART], part), pc.equal(data[BATCH], index)))
+def _each_batch(name: str | None, stage_for: Callable[[int], Callable[[pa.Table], pa.Table]], batch: pa.Table) -> pa.Table:
+    """Run a stage on every batch row of a Ray Data batch (each a local-runner batch of one
+    part); control rows pass through. A stage raising turns its row into an error row."""
+    parts, payloads = batch[PART].to_pylist(), batch[BATCH]
+    controls, errors = batch[CONTROL].to_pylist(), batch[ERROR].to_pylist()
+    out: list[memoryview | None] = []
+    seconds: list[float] = []
+    for i, part in enumerate(parts):
         t = time.perf_counter()
-        try:
-            done = stage_for(part)(rows.drop_columns(ours))
-        except Exception as exc:  # noqa: BLE001 - this part fails, the batch's other parts go on
-            error = f"{name or 'read'} raised {type(exc).__name__}: {exc}\n{traceback.format_exc()}"
-            rows = rows.select(["key", *ours]).drop_columns([CONTROL, ERROR])
-            out.append(_with_columns(rows, {CONTROL: "error", ERROR: error}, {CONTROL: pa.string(), ERROR: pa.string()}))
-            continue
-        for c in ours:
-            done = done.append_column(c, rows[c])
-        if name:
-            share = (time.perf_counter() - t) / rows.num_rows
-            done = done.append_column(SECONDS + name, pa.array([share] * rows.num_rows, pa.float64()))
-        out.append(done)
-    out.append(batch.filter(control))
-    return pa.concat_tables(out, promote_options="permissive")
+        if controls[i] is None:
+            try:
+                out.append(_pack(stage_for(part)(_unpack(payloads[i]))))
+            except Exception as exc:  # noqa: BLE001 - this part fails, the others go on
+                controls[i], errors[i] = "error", f"{name or 'read'} raised {type(exc).__name__}: {exc}\n{traceback.format_exc()}"
+                out.append(None)
+        else:
+            out.append(None)
+        seconds.append(time.perf_counter() - t)
+    for column, values, typ in ((BATCH, out, pa.large_binary()), (CONTROL, controls, pa.string()), (ERROR, errors, pa.string())):
+        batch = batch.set_column(batch.schema.get_field_index(column), column, pa.array(values, typ))
+    return batch.append_column(SECONDS + name, pa.array(seconds, pa.float64())) if name else batch
 
 
 def _read(batch: pa.Table, run_root: str) -> pa.Table:
-    return _each_part(None, lambda part: lambda rows: read_images(run_root, rows), batch)
+    return _each_batch(None, lambda part: lambda rows: read_images(run_root, rows), batch)
 
 
 def _crop(batch: pa.Table, pipeline: dict) -> pa.Table:
     """Ray Data task: crop has no model to keep, so no actor."""
     stage = CropStage(Pipeline.from_dict(pipeline).get("crop"))
-    return _each_part("crop", lambda part: stage, batch)
+    return _each_batch("crop", lambda part: stage, batch)
 
 
 def _reading(run_root: str, stage: Callable[[pa.Table], pa.Table]) -> Callable[[pa.Table], pa.Table]:
@@ -146,7 +151,7 @@ class ModelStage:
             self.runner.score_stage()  # load now, not on the first batch
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        return _each_part(self.name, self.stage_for, batch)
+        return _each_batch(self.name, self.stage_for, batch)
 
 
 @dataclass
@@ -224,7 +229,7 @@ class RayRunner:
         cpus = ray.cluster_resources().get("CPU", 1)
         window = conf.downloads_in_flight or max(1, int(cpus) // 2)
         actor_cpus = _actor_cpus(cpus, conf.download_cpus, models=1 + self.pipeline.runs("score"))
-        common: dict[str, Any] = {"batch_size": IMAGE_BATCH, "batch_format": "pyarrow", "zero_copy_batch": True}
+        common: dict[str, Any] = {"batch_size": 1, "batch_format": "pyarrow", "zero_copy_batch": True}  # a row is a batch
         ds = ray.data.from_items([{"part": p} for p in pending], override_num_blocks=len(pending))
         ds = ds.map_batches(_download, fn_kwargs={"run_root": root, "pipeline": pipeline, "retry_failed": retry_failed, "batch_rows": IMAGE_BATCH},
                             batch_size=1, batch_format="pyarrow", num_cpus=conf.download_cpus, concurrency=window)
@@ -242,24 +247,26 @@ class RayRunner:
         return ds
 
     def _receive(self, states: dict[int, _Part], part: int, rows: pa.Table) -> PartOutcome | None:
-        """Feed one part's rows of a batch to its PartWork; the part's outcome once all have come."""
+        """Feed one part's batch rows to its PartWork; the part's outcome once all have come."""
         state = states.get(part)
         if state is None:
-            first = {c: rows[c][0].as_py() for c in (ROWS, *DOWNLOAD)}
-            state = states[part] = _Part(PartOutcome(part, "done"), first[ROWS], {"host": first[HOST], "started_at": first[STARTED]})
+            first = {c: rows[c][0].as_py() for c in (COUNT, *DOWNLOAD)}
+            state = states[part] = _Part(PartOutcome(part, "done"), first[COUNT], {"host": first[HOST], "started_at": first[STARTED]})
             state.outcome.tally("download", first[DL_SECONDS], first[DL_ROWS])
         state.received += rows.num_rows
-        errors = rows.filter(pc.equal(rows[CONTROL], "error"))
-        if errors.num_rows and state.error is None:
-            state.error = errors[ERROR][0].as_py()
-        data = rows if rows[CONTROL].null_count == rows.num_rows else rows.filter(pc.is_null(rows[CONTROL]))
+        controls, errors = rows[CONTROL].to_pylist(), rows[ERROR].to_pylist()
+        state.error = state.error or next((e for c, e in zip(controls, errors) if c == "error"), None)
+        timings = [c for c in rows.column_names if c.startswith(SECONDS)]
         try:
-            if state.error is None and data.num_rows:
+            for i in range(rows.num_rows):
+                if state.error is not None or controls[i] is not None:
+                    continue
+                data = _unpack(rows[BATCH][i])
                 state.work = state.work or self._work(part)
-                for name in [c for c in data.column_names if c.startswith(SECONDS)]:
-                    state.outcome.tally(name[len(SECONDS):], float(pc.sum(data[name]).as_py() or 0), data.num_rows)
+                for name in timings:
+                    state.outcome.tally(name[len(SECONDS):], rows[name][i].as_py(), data.num_rows)
                 t = time.perf_counter()
-                state.work.add(data.drop_columns([c for c in data.column_names if c.startswith("__")]))
+                state.work.add(data)
                 state.outcome.tally("write", time.perf_counter() - t, data.num_rows)
             if state.received < state.expected:
                 return None

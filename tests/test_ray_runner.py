@@ -128,8 +128,10 @@ def test_sigkill_mid_run_then_rerun_is_byte_identical(sample, local_run, tmp_pat
 def test_clip_scored_run_on_ray_gives_the_local_bytes(sample, tmp_path):
     """detect + crop + CLIP score on a 2-CPU Ray: the model actors fit beside the downloads (two
     1-CPU actors left none for them, and the run hung), and scores, embeddings and shards match
-    the local run. Each part here is one batch; a local batch that Ray Data cuts over two of its
-    batches is not yet scored in one forward pass (CLIP's floats then differ by ~1e-7)."""
+    the local run. CLIP's floats differ by ~1e-7 with the rows that share a forward pass, so the
+    batches must be the local runner's: with 8-row batches each part spans three, which Ray
+    Data's own batching cut differently (this test failed on clip_score before a Ray row was
+    one local batch)."""
     yaml = pytest.importorskip("yaml")
     pytest.importorskip("open_clip")
     from laionface.testing.tiny_clip import save_tiny_clip_dir
@@ -138,11 +140,12 @@ def test_clip_scored_run_on_ray_gives_the_local_bytes(sample, tmp_path):
     data["stages"]["score"] = {"model": f"local-dir:{save_tiny_clip_dir(tmp_path / 'clip')}", "threshold": -1.0}
     pipeline = tmp_path / "scored.yaml"
     pipeline.write_text(yaml.safe_dump(data))
+    env = {**os.environ, "LAIONFACE_IMAGE_BATCH": "8"}
     results = {}
     for runner in ("local", "ray"):
         out = tmp_path / runner
         proc = subprocess.run(run_cmd(sample, out, "--runner", runner, pipeline=pipeline), capture_output=True, text=True,
-                              timeout=600)
+                              timeout=600, env=env)
         assert proc.returncode == 0, proc.stderr[-3000:]
         results[runner] = outputs(out, (*OUTPUTS, "embeddings"))
     ours, reference = results["ray"], results["local"]

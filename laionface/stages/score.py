@@ -63,6 +63,11 @@ class ScoreConfig:
     apply_to: str = "image"
     batch_size: int = 64  # images (and captions) per forward pass
     threads: int | None = None  # image decode/preprocess threads; None: min(8, CPUs)
+    # torch's intra-op threads for the model; None: the machine's CPUs. Set, never inherited:
+    # Ray sets OMP_NUM_THREADS to an actor's CPU share, and CLIP's floats change with the
+    # thread count for some batch sizes (measured: 5 and 7 rows, ~1e-7), so a local run and a
+    # Ray run on one machine would not write the same scores.
+    torch_threads: int | None = None
     device: str = "auto"  # auto: cuda when available, else cpu; or cpu, cuda, cuda:1
     # Decode the next batch on the `threads` pool while the model runs on this one. None: on
     # with a GPU; off on CPU, where the pool would fight torch's own threads for the cores
@@ -276,7 +281,7 @@ class ScoreStage(Stage):
         c = self.config
         if c.apply_to not in APPLY_TO:
             raise ConfigError(f"score.apply_to must be one of {', '.join(APPLY_TO)}, not {c.apply_to!r}")
-        if c.batch_size < 1 or (c.threads is not None and c.threads < 1) or not -1 <= c.threshold <= 1:
+        if c.batch_size < 1 or any(t is not None and t < 1 for t in (c.threads, c.torch_threads)) or not -1 <= c.threshold <= 1:
             raise ConfigError(
                 f"score: batch_size >= 1, threads >= 1 and -1 <= threshold <= 1 "
                 f"(got {c.batch_size}, {c.threads}, {c.threshold})"
@@ -287,6 +292,9 @@ class ScoreStage(Stage):
     def setup(self) -> None:
         if self.config.skip or self.clip is not None:
             return
+        import torch
+
+        torch.set_num_threads(self.config.torch_threads or os.cpu_count() or 1)
         self.clip = load_clip(self.config)
 
     @property
