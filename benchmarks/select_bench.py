@@ -1,6 +1,6 @@
 """Select stage against the published LAION-Face recipe (convert_parquet.py): time and peak memory.
 
-    python benchmarks/select_bench.py [--rows 2000000] [--quick] [--repeats 3] [--scaling] [--cli]
+    python benchmarks/select_bench.py [--rows 2000000] [--quick] [--repeats 3] [--scaling] [--library]
 
 Generates (once, cached in --workdir by row count) a synthetic LAION-400M metadata part
 `part-00000-5b54c5d5-…-c000.snappy.parquet` with LAION's column types and realistic string
@@ -14,8 +14,9 @@ child: both include interpreter start and imports; each child also reports its o
              set(ids[part]), SAMPLE_ID.map(lambda x: x in ids), boolean filter,
              pq.write_table(pa.Table.from_pandas(df)).  The ID list is unpickled from the zip
              instead of torch.load (no 5 s torch import: this favours the reference).
-  ours:      laionface select (the library: plan_parts + load_id_list + select, writing
-             RUN/candidates/part-00000.parquet; with --cli the `laionface select` command).
+  ours:      the `laionface select` command, as a user runs it (--meta PART --ids LIST --parts 0
+             --out RUN: RUN/candidates/part-00000.parquet, stats.json, config); with --library
+             the library (plan_parts + load_id_list + select) in a child instead.
 Checks that both outputs hold the same rows (SAMPLE_ID, URL, TEXT) in the same order, and that
 every candidate row is `kept`. Prints medians over --repeats (A/B order alternated):
 reference/ours wall time (target >= 5x), ours/reference peak RSS (target <= 0.25x), and a scaling
@@ -302,9 +303,9 @@ class Bench:
         self.args = args
         self.me = str(Path(__file__).resolve())
         self.py = sys.executable
-        self.cli = _cli_available() if args.cli else None
-        if args.cli and not self.cli:
-            raise SystemExit("--cli: `laionface select` is not available in this environment")
+        self.cli = None if args.library else _cli_available()
+        if not args.library and not self.cli:
+            raise SystemExit("`laionface select` is not installed in this environment (pip install -e .), or pass --library")
         self.scratch = Path(args.workdir) / "runs"
 
     def reference(self, part: Path, ids: Path) -> dict:
@@ -381,7 +382,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workdir", default="benchmarks/_work/select")
     ap.add_argument("--scaling", action="store_true", help="run the 4x scaling check even with --quick")
     ap.add_argument("--no-scaling", action="store_true", help="skip the 4x scaling check")
-    ap.add_argument("--cli", action="store_true", help="run ours as the `laionface select` command instead of the library")
+    ap.add_argument("--library", action="store_true", help="run ours as the library in a child, not the `laionface select` command")
     ap.add_argument("--no-record", action="store_true", help="do not append to benchmarks/RESULTS.md")
     args = ap.parse_args(argv)
     if args.quick:

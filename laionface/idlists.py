@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pyarrow.parquet as pq
 
 from .errors import InputError, MissingInputError
+from .runfolder import read_parquet
 
 # LAION-Face 20M = these LAION-400M parts; 50M = all 32 (DESIGN.md).
 SUBSETS: dict[str, tuple[int, ...]] = {
@@ -85,7 +85,7 @@ def load_id_list(path: str | Path) -> IdList:
             return IdList(per_part={i: _ids(list(v)) for i, v in enumerate(obj)})
         return IdList(shared=_ids(list(obj)))
     if suffix == ".parquet":
-        table = pq.read_table(path)
+        table = read_parquet(path)
         col = "SAMPLE_ID" if "SAMPLE_ID" in table.column_names else table.column_names[0]
         ids = table[col].to_numpy()
         if "part" in table.column_names:

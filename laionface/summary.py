@@ -6,7 +6,9 @@ import json
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import pyarrow.parquet as pq
+
 
 from .runfolder import RunFolder, write_json
 from .status import KEPT
@@ -17,10 +19,25 @@ def funnel(run: RunFolder) -> Counter:
     counts: Counter = Counter()
     for part in run.candidate_parts():
         path = run.samples(part) if run.is_done(part) else run.candidates(part)
-        status = pq.read_table(path, columns=["status"])["status"].to_pylist()
-        if not run.is_done(part):
-            status = ["(not finished)" if s == KEPT else s for s in status]
-        counts.update(status)
+        for status, n in _value_counts(path, "status").items():
+            counts["(not finished)" if status == KEPT and not run.is_done(part) else status] += n
+    return counts
+
+
+def _value_counts(path: Path, column: str) -> Counter:
+    """Rows per value of a string column, counted on its dictionary indices: value_counts would
+    import pyarrow.compute (~0.1 s of a `laionface select`)."""
+    with pq.ParquetFile(path, read_dictionary=[column]) as f:
+        values = f.read(columns=[column])[column]
+    counts: Counter = Counter()
+    for chunk in values.chunks:
+        if chunk.null_count:
+            counts.update(chunk.to_pylist())
+            continue
+        indices = chunk.indices  # read from its buffer: Array.to_numpy imports pandas (~0.35 s)
+        codes = np.frombuffer(indices.buffers()[1], indices.type.to_pandas_dtype(), indices.offset + len(indices))[indices.offset:]
+        per_index = np.bincount(codes, minlength=len(chunk.dictionary))
+        counts.update({value: int(n) for value, n in zip(chunk.dictionary.to_pylist(), per_index) if n})
     return counts
 
 

@@ -23,10 +23,9 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from ..errors import InputError, MissingInputError
-from ..runfolder import RunFolder, atomic_path
+from ..runfolder import RunFolder, atomic_path, read_parquet
 from ..schema import FACES, MANIFEST_VERSION, PIPELINE_VERSION, SAMPLES
 from ..status import DROP_REASONS, KEPT, reason_of
 from ..summary import funnel
@@ -219,14 +218,14 @@ def collect(run_root: Path | str) -> Facts:
     shard_refs: set[str] = set()
     faces_detected = faces_kept = crops = 0
     for part in done:
-        samples = pq.read_table(run.samples(part), columns=["key", "status", "LICENSE", "NSFW", "shard"])
+        samples = read_parquet(run.samples(part), columns=["key", "status", "LICENSE", "NSFW", "shard"])
         kept = samples.filter(pc.equal(samples["status"], KEPT))
         kept_keys.update(kept["key"].to_pylist())
         licenses.update("(null)" if v is None else v for v in kept["LICENSE"].to_pylist())
         nsfw.update("(null)" if v is None else v for v in kept["NSFW"].to_pylist())
         shard_refs.update(s for s in kept["shard"].to_pylist() if s)
         if run.faces(part).exists():
-            faces = pq.read_table(run.faces(part), columns=["key", "kept", "crop_shard"])
+            faces = read_parquet(run.faces(part), columns=["key", "kept", "crop_shard"])
             faces_detected += faces.num_rows
             in_kept = pc.is_in(faces["key"], value_set=pa.array(sorted(kept_keys), pa.string()))
             good = faces.filter(pc.and_(faces["kept"], in_kept))
@@ -245,7 +244,7 @@ def collect(run_root: Path | str) -> Facts:
     takedowns = []
     log = run.root / "takedowns.parquet"
     if log.exists():
-        takedowns = pq.read_table(log).to_pylist()
+        takedowns = read_parquet(log).to_pylist()
 
     finished = [r["finished_at"] for r in records if r.get("finished_at")]
     started = [r["started_at"] for r in records if r.get("started_at")]

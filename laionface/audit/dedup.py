@@ -18,9 +18,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
-from ..runfolder import RunFolder, write_parquet
+from ..runfolder import RunFolder, read_parquet, write_parquet
 from ..schema import FACES, SAMPLES
 from ..status import KEPT, drop
 from .rewrite import remove_embedding_rows, remove_members
@@ -45,8 +44,8 @@ class DedupResult:
 def _kept(run: RunFolder) -> pa.Table:
     tables = []
     for part in run.done_parts():
-        t = pq.read_table(run.samples(part), columns=["key", "part", "row", "sha256", "shard"])
-        tables.append(t.filter(pc.equal(pq.read_table(run.samples(part), columns=["status"])["status"], KEPT)))
+        t = read_parquet(run.samples(part), columns=["key", "part", "row", "sha256", "shard"])
+        tables.append(t.filter(pc.equal(read_parquet(run.samples(part), columns=["status"])["status"], KEPT)))
     if not tables:
         return pa.table({"key": pa.array([], pa.string())})
     return pa.concat_tables(tables).sort_by([("part", "ascending"), ("row", "ascending")])
@@ -126,7 +125,7 @@ def apply(run: RunFolder, result: DedupResult) -> DedupResult:
     for key in result.duplicate_of:
         by_part[int(key[:5])].add(key)
     for part, keys in sorted(by_part.items()):
-        samples = pq.read_table(run.samples(part))
+        samples = read_parquet(run.samples(part))
         stems: dict[str, set[str]] = defaultdict(set)
         rows = samples.to_pylist()
         for r in rows:
@@ -135,7 +134,7 @@ def apply(run: RunFolder, result: DedupResult) -> DedupResult:
                     stems[r["shard"]].add(r["key"])
                 r.update(status=drop("duplicate"), error=f"duplicate of {result.duplicate_of[r['key']]}",
                          duplicate_of=result.duplicate_of[r["key"]], shard=None)
-        faces = pq.read_table(run.faces(part)).to_pylist()
+        faces = read_parquet(run.faces(part)).to_pylist()
         for f in faces:
             if f["key"] in keys and f["crop_shard"]:
                 stems[f["crop_shard"]].add(f["face_key"])

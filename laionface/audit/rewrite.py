@@ -13,7 +13,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ..runfolder import RunFolder, atomic_path
+from ..runfolder import RunFolder, atomic_path, read_parquet
 
 
 def remove_members(path: Path, drop_stems: set[str]) -> None:
@@ -31,7 +31,7 @@ def remove_embedding_rows(run: RunFolder, part: int, keys: set[str]) -> bool:
     meta_path = root / "metadata" / f"metadata_{part}.parquet"
     if not meta_path.exists():
         return False
-    meta = pq.read_table(meta_path)
+    meta = read_parquet(meta_path)
     keep = ~np.isin(np.array(meta["key"].to_pylist(), dtype=object), list(keys))
     if keep.all():
         return False

@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 
 from ..domains import domain, domains
 from ..errors import ConfigError, MissingInputError
-from ..runfolder import RunFolder, atomic_path, write_parquet
+from ..runfolder import RunFolder, atomic_path, read_parquet, write_parquet
 from ..schema import CANDIDATES, FACES, SAMPLES
 from ..status import drop
 from .rewrite import remove_embedding_rows, remove_members
@@ -100,7 +100,7 @@ def plan(run: RunFolder, request: Request) -> list[PartPlan]:
     plans = []
     for part in run.candidate_parts():
         source = run.samples(part) if run.samples(part).exists() else run.candidates(part)
-        t = pq.read_table(source)
+        t = read_parquet(source)
         live = pc.not_equal(t["status"], "taken_down").to_numpy(zero_copy_only=False)
         hit = request.matches(t["URL"].to_pylist(), t["SAMPLE_ID"].to_pylist()) & live
         if not hit.any():
@@ -111,7 +111,7 @@ def plan(run: RunFolder, request: Request) -> list[PartPlan]:
             if col in rows.column_names:
                 p.shards.update(s for s in rows[col].to_pylist() if s)
         if run.faces(part).exists():
-            faces = pq.read_table(run.faces(part))
+            faces = read_parquet(run.faces(part))
             mine = faces.filter(pc.is_in(faces["key"], pa.array(p.keys)))
             p.faces = mine.num_rows
             p.shards.update(s for s in mine["crop_shard"].to_pylist() if s)
@@ -133,7 +133,7 @@ def _scrub(table: pa.Table, keys: set[str], schema: pa.Schema, request_id: str) 
 
 def _rewrite_raw_index(parquet: Path, drop_raw_keys: set[str]) -> None:
     """img2dataset's per-shard parquet holds URL and caption: drop the removed rows."""
-    t = pq.read_table(parquet)
+    t = read_parquet(parquet)
     keep = pc.invert(pc.is_in(t["key"], pa.array(sorted(drop_raw_keys), pa.string())))
     with atomic_path(parquet) as tmp:
         pq.write_table(t.filter(keep), tmp)
@@ -146,7 +146,7 @@ def apply(run: RunFolder, request: Request, plans: list[PartPlan], by: str | Non
     rewritten: list[str] = []
     for p in plans:
         keys = set(p.keys)
-        samples = pq.read_table(run.samples(p.part)) if run.samples(p.part).exists() else None
+        samples = read_parquet(run.samples(p.part)) if run.samples(p.part).exists() else None
         stems: dict[str, set[str]] = defaultdict(set)  # tar -> member stems to drop
         if samples is not None:
             mine = samples.filter(pc.is_in(samples["key"], pa.array(sorted(keys))))
@@ -155,7 +155,7 @@ def apply(run: RunFolder, request: Request, plans: list[PartPlan], by: str | Non
                     stems[r["shard"]].add(r["key"])
                 if r["raw_shard"]:
                     stems[r["raw_shard"]].add(r["raw_key"])
-        faces = pq.read_table(run.faces(p.part)) if run.faces(p.part).exists() else None
+        faces = read_parquet(run.faces(p.part)) if run.faces(p.part).exists() else None
         if faces is not None:
             is_mine = pc.is_in(faces["key"], pa.array(sorted(keys)))
             for r in faces.filter(is_mine).select(["face_key", "crop_shard"]).to_pylist():
@@ -182,7 +182,7 @@ def apply(run: RunFolder, request: Request, plans: list[PartPlan], by: str | Non
         "shards_rewritten": rewritten, "parts": [p.part for p in plans],
     }
     log = run.root / "takedowns.parquet"
-    old = pq.read_table(log) if log.exists() else TAKEDOWNS.empty_table()
+    old = read_parquet(log) if log.exists() else TAKEDOWNS.empty_table()
     with atomic_path(log) as tmp:
         pq.write_table(pa.concat_tables([old, pa.Table.from_pylist([record], schema=TAKEDOWNS)]), tmp)
     return record

@@ -17,6 +17,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from ..runfolder import read_parquet
+
 HERE = Path(__file__).parent
 PARTS = 2
 
@@ -59,7 +61,7 @@ def build_sample(folder: Path, base_url: str, n_rows: int, seed: int = 0, parts:
     www.mkdir(parents=True, exist_ok=True)
     if captions not in CAPTION_MODES:
         raise ValueError(f"captions must be one of {', '.join(CAPTION_MODES)}, not {captions!r}")
-    laion_captions = pq.read_table(HERE / "laion_sample_captions.parquet")["TEXT"].to_pylist()
+    laion_captions = read_parquet(HERE / "laion_sample_captions.parquet")["TEXT"].to_pylist()
     sources = face_sources()
     non_faces = list(non_face_images().items())
     backgrounds = ["coffee", "chelsea", "rocket", "hubble_deep_field", "brick"]

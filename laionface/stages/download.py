@@ -22,7 +22,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ..addressguard import check_url
-from ..runfolder import RunFolder, write_parquet
+from ..runfolder import RunFolder, read_parquet, write_parquet
 from ..status import KEPT, TRANSIENT_DOWNLOAD_FAILURES, drop, reason_of
 
 # OpenCV (img2dataset's decoder) would otherwise allocate up to 2^30 pixels for one image;
@@ -174,7 +174,7 @@ def run_img2dataset(rows: pa.Table, config: DownloadConfig, out: Path, run_root:
     by_key = {}
     for shard in sorted(out.glob("[0-9]*.parquet")):
         tar = str(shard.with_suffix(".tar").relative_to(run_root))
-        for r in pq.read_table(shard).to_pylist():
+        for r in read_parquet(shard).to_pylist():
             r["shard_file"] = tar
             by_key[r[_KEY_COL]] = r
     out_rows = []
@@ -218,7 +218,7 @@ def download_marker(run: RunFolder, part: int) -> Path:
 
 def read_download_result(run: RunFolder, part: int) -> pa.Table:
     """A finished part's RESULT rows, as `download_part` returned them."""
-    return pq.read_table(download_marker(run, part))
+    return read_parquet(download_marker(run, part))
 
 
 def download_part(run: RunFolder, part: int, config: DownloadConfig, retry_failed: bool = False) -> pa.Table:
@@ -228,12 +228,12 @@ def download_part(run: RunFolder, part: int, config: DownloadConfig, retry_faile
     """
     marker = download_marker(run, part)
     if marker.exists() and not retry_failed:
-        return pq.read_table(marker)
+        return read_parquet(marker)
     candidates = run.read_candidates(part)
     if retry_failed:
         if not marker.exists():
             return download_part(run, part, config)
-        result = pq.read_table(marker)
+        result = read_parquet(marker)
         failed = [
             k for k, s in zip(result["key"].to_pylist(), result["status"].to_pylist())
             if reason_of(s) == "download_failed" and s.split(":", 1)[1] in TRANSIENT_DOWNLOAD_FAILURES

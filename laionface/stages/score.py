@@ -30,7 +30,7 @@ import pyarrow.parquet as pq
 
 from ..errors import ConfigError, ModelNotFoundError
 from ..imagedecode import DecodeError, decode_image
-from ..runfolder import atomic_path
+from ..runfolder import atomic_path, read_parquet
 from ..status import KEPT, drop, set_drops
 from .base import Stage
 
@@ -566,5 +566,5 @@ class EmbeddingsWriter:
 def read_embeddings(root: Path, part: int) -> tuple[np.ndarray, np.ndarray, pa.Table]:
     """(img_emb, text_emb, metadata) of one part, as written by EmbeddingsWriter."""
     paths = embedding_paths(root, part)
-    return np.load(paths["img_emb"]), np.load(paths["text_emb"]), pq.read_table(paths["metadata"])
+    return np.load(paths["img_emb"]), np.load(paths["text_emb"]), read_parquet(paths["metadata"])
 

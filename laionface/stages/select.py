@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import glob
 import re
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -86,13 +87,25 @@ def plan_parts(meta: str, parts: tuple[int, ...] = (), subset: str | None = None
         wanted = wanted & set(SUBSETS[subset]) if wanted else set(SUBSETS[subset])
     return [mp for mp in planned if not wanted or mp.part in wanted]
 
+class _ArrowArray:
+    """An Arrow array handed to polars through the Arrow C data interface: `pl.from_arrow`
+    imports pyarrow.compute (~80 ms, a twentieth of a `laionface select`) for a check on
+    chunked dictionaries we never pass."""
+
+    def __init__(self, array: pa.Array) -> None:
+        self.array = array
+
+    def __arrow_c_array__(self, requested_schema=None):
+        return self.array.__arrow_c_array__(requested_schema)
+
+
 def _series(values: np.ndarray) -> pl.Series:
     """numpy -> polars through Arrow buffers, zero-copy: `pl.Series(ndarray)` imports numpy.ma
-    (~55 ms, a twentieth of a part's select) and `pa.array(ndarray)` imports pandas."""
+    (~55 ms) and `pa.array(ndarray)` imports pandas."""
     if values.dtype == np.bool_:
         return _series(values.view(np.uint8)).cast(pl.Boolean)
     values = np.ascontiguousarray(values)
-    return pl.from_arrow(pa.Array.from_buffers(pa.from_numpy_dtype(values.dtype), len(values), [None, pa.py_buffer(values)]))
+    return pl.Series(_ArrowArray(pa.Array.from_buffers(pa.from_numpy_dtype(values.dtype), len(values), [None, pa.py_buffer(values)])))
 
 
 def _scan(path: Path, source: pa.Schema, present: list[str], wanted: np.ndarray | None) -> pl.LazyFrame:
@@ -102,7 +115,7 @@ def _scan(path: Path, source: pa.Schema, present: list[str], wanted: np.ndarray 
     rows (parquet prefiltering): with ~12% of a part in LAION-Face most URL/TEXT bytes are never
     materialised, and the normalising below runs on matched rows only. Float HEIGHT/WIDTH become
     integers (NaN -> null); a value that does not fit its type becomes null."""
-    types = {name: pl.from_arrow(pa.nulls(0, typ)).dtype for name, typ in LAION_COLUMNS.items()}
+    types = {name: pl.Series(_ArrowArray(pa.nulls(0, typ))).dtype for name, typ in LAION_COLUMNS.items()}
     scan = pl.scan_parquet(path).with_row_index("row").select(["row", *present])
     if wanted is not None:
         scan = scan.filter(pl.col("SAMPLE_ID").cast(pl.Int64, strict=False).is_in(_series(wanted).implode()))
@@ -142,7 +155,7 @@ def _first_seen(values: np.ndarray, seen: np.ndarray) -> tuple[np.ndarray, np.nd
 class _Rules:
     """The metadata rules over a batch of normalised rows, and the run's cross-batch state.
 
-    Rule masks are polars expressions (evaluated together, multi-threaded); the duplicate
+    Rule masks are polars expressions computed inside the streaming scan (annotate); the duplicate
     rules look across batches and parts, so they keep sorted numpy arrays of what was seen."""
 
     def __init__(self, config: SelectConfig) -> None:
@@ -179,26 +192,31 @@ class _Rules:
             checks.append(("low_laion_similarity", low, f"similarity below {c.min_similarity}"))
         return checks
 
-    def apply(self, part: int, df: pl.DataFrame, seen_ids: np.ndarray) -> tuple[pl.DataFrame, np.ndarray, np.ndarray]:
-        """`df` with key, part, status and error added; `seen_ids` grown; rows per status code."""
+    def annotate(self, part: int, scan: pl.LazyFrame) -> pl.LazyFrame:
+        """The row-wise rule masks, URL hashes and keys as `__`-prefixed columns of the scan, so
+        the streaming engine computes them on its threads while it reads the next row group."""
         exprs = {name: mask for name, mask, _ in self.checks if mask is not None}
+        exprs["key"] = pl.format("{}_{}", pl.lit(f"{part:05d}"), pl.col("SAMPLE_ID").cast(pl.String).fill_null("x"))
         if self.config.drop_duplicate_urls:
             exprs["url_hash"] = pl.col("URL").fill_null("").hash(seed=0)
-        evaluated = df.select(**exprs)  # one pass, polars' threads
-        masks = {name: evaluated[name].to_numpy() for name, _, _ in self.checks if name in exprs}
+        return scan.with_columns(**{f"__{name}": expr for name, expr in exprs.items()})
+
+    def apply(self, part: int, df: pl.DataFrame, seen_ids: np.ndarray) -> tuple[pl.DataFrame, np.ndarray, np.ndarray]:
+        """`df` (annotated) with key, part, status and error added; `seen_ids` grown; rows per status code."""
+        masks = {name: df[f"__{name}"].to_numpy() for name, mask, _ in self.checks if mask is not None}
         n = df.height
         null_sid = masks["null_sample_id"]
         sid = df["SAMPLE_ID"].fill_null(-1).to_numpy()
         dup_sid, seen_ids = _first_seen(np.where(null_sid, np.arange(-n, 0), sid), seen_ids)
         masks["duplicate_sample_id"] = dup_sid & ~null_sid
         if self.config.drop_duplicate_urls:
-            dup_url, self.seen_urls = _first_seen(evaluated["url_hash"].to_numpy(), self.seen_urls)
+            dup_url, self.seen_urls = _first_seen(df["__url_hash"].to_numpy(), self.seen_urls)
             masks["duplicate_url"] = dup_url & ~masks["null_url"]
         code = np.zeros(n, np.uint32)  # 0 = kept, i+1 = checks[i]
         for i in reversed(range(len(self.checks))):
             code[masks[self.checks[i][0]]] = i + 1
         codes = _series(code)
-        base = pl.format("{}_{}", pl.lit(f"{part:05d}"), pl.col("SAMPLE_ID").cast(pl.String).fill_null("x"))
+        base = pl.col("__key")
         unique = _series(~(masks["duplicate_sample_id"] | null_sid))  # else the key gets _r{row}
         out = df.with_columns(
             key=pl.when(unique).then(base).otherwise(pl.format("{}_r{}", base, pl.col("row"))),
@@ -207,6 +225,24 @@ class _Rules:
             error=self._error.gather(codes),
         )
         return out, seen_ids, np.bincount(code, minlength=len(self.names))
+
+
+def _narrow_strings(chunk: pa.Array) -> pa.Array:
+    """A large_string array as string: its offsets narrowed to int32, validity and bytes shared."""
+    offsets = np.frombuffer(chunk.buffers()[1], np.int64, count=chunk.offset + len(chunk) + 1)
+    if offsets[-1] >= 2**31:  # over 2 GiB of text in one chunk: let Arrow say so
+        return chunk.cast(pa.string())
+    narrowed = pa.py_buffer(offsets.astype(np.int32))
+    return pa.Array.from_buffers(pa.string(), len(chunk), [chunk.buffers()[0], narrowed, chunk.buffers()[2]], offset=chunk.offset)
+
+
+def _as_candidates(df: pl.DataFrame) -> pa.Table:
+    """A batch in the CANDIDATES schema. polars hands out large_string; not Table.cast, whose
+    first use imports pyarrow.compute (~0.1 s of a ~1.5 s `laionface select`)."""
+    table = df.select(CANDIDATES.names).to_arrow()
+    columns = [pa.chunked_array([_narrow_strings(c) for c in col.chunks], pa.string()) if col.type == pa.large_string() else col
+               for col in table.columns]
+    return pa.Table.from_arrays(columns, schema=CANDIDATES)
 
 
 def select_part(mp: MetaPart, ids: IdList | None, rules: _Rules, out: Path) -> SelectResult:
@@ -227,15 +263,22 @@ def select_part(mp: MetaPart, ids: IdList | None, rules: _Rules, out: Path) -> S
     seen_ids = np.empty(0, np.int64)
     tally = np.zeros(len(rules.names), np.int64)
     try:
-        with atomic_path(out) as tmp, pq.ParquetWriter(tmp, CANDIDATES, compression=_COMPRESSION, use_dictionary=_DICT_COLUMNS) as writer:
-            scan = _scan(mp.path, source, present, wanted)
+        with atomic_path(out) as tmp, pq.ParquetWriter(tmp, CANDIDATES, compression=_COMPRESSION, use_dictionary=_DICT_COLUMNS) as writer, \
+                ThreadPoolExecutor(1) as write_thread:
+            scan = rules.annotate(mp.part, _scan(mp.path, source, present, wanted))
+            written = None  # the previous batch's write, in flight while this batch's rules run
             # collect_batches is marked unstable in polars 2.x; a sink cannot run our rules
             for df in scan.collect_batches(chunk_size=rules.config.batch_size):
                 if df.height == 0:
                     continue
                 df, seen_ids, counts = rules.apply(mp.part, df, seen_ids)
                 tally += counts
-                writer.write_table(df.select(CANDIDATES.names).to_arrow().cast(CANDIDATES))
+                table = _as_candidates(df)
+                if written is not None:
+                    written.result()  # in order, and at most one batch waiting: memory stays bounded
+                written = write_thread.submit(writer.write_table, table)
+            if written is not None:
+                written.result()
     except Exception as exc:  # a corrupt row group mid-file: the part fails, named
         result.error = f"{mp.path}: failed while reading ({type(exc).__name__}: {exc})"
         return result
