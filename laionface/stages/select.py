@@ -14,7 +14,9 @@ import glob
 import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
+from typing import Callable, Iterator
 
 import numpy as np
 import polars as pl
@@ -43,7 +45,7 @@ class SelectConfig:
     min_similarity: float = 0.0
     drop_duplicate_urls: bool = True  # first occurrence in (part, row) order wins
     require_caption: bool = True
-    batch_size: int = 65536
+    batch_size: int = 262144  # input rows read at a time, in whole row groups: memory is bounded by it
 
 @dataclass(frozen=True)
 class MetaPart:
@@ -108,17 +110,27 @@ def _series(values: np.ndarray) -> pl.Series:
     return pl.Series(_ArrowArray(pa.Array.from_buffers(pa.from_numpy_dtype(values.dtype), len(values), [None, pa.py_buffer(values)])))
 
 
-def _scan(path: Path, source: pa.Schema, present: list[str], wanted: np.ndarray | None) -> pl.LazyFrame:
-    """The part as a polars streaming scan: row numbers, the ID-list semi-join, LAION types.
+def _scan(path: Path, source: pa.Schema, present: list[str], wanted: np.ndarray | None, window: tuple[int, int]) -> pl.LazyFrame:
+    """Rows [start, start + count) of the part as a polars scan: row numbers, the ID-list
+    semi-join, LAION types.
 
     The filter on SAMPLE_ID comes first, so polars decodes the other columns only for matching
     rows (parquet prefiltering): with ~12% of a part in LAION-Face most URL/TEXT bytes are never
-    materialised, and the normalising below runs on matched rows only. Float HEIGHT/WIDTH become
-    integers (NaN -> null); a value that does not fit its type becomes null."""
+    materialised, and the normalising below runs on matched rows only. The reader numbers the
+    rows (`row_index_name`): `with_row_index` on the scan would stop the prefiltering. Float
+    HEIGHT/WIDTH become integers (NaN -> null); a value that does not fit its type becomes null."""
     types = {name: pl.Series(_ArrowArray(pa.nulls(0, typ))).dtype for name, typ in LAION_COLUMNS.items()}
-    scan = pl.scan_parquet(path).with_row_index("row").select(["row", *present])
+    start, count = window
+    scan = pl.scan_parquet(path, row_index_name="row").slice(start, count)
     if wanted is not None:
-        scan = scan.filter(pl.col("SAMPLE_ID").cast(pl.Int64, strict=False).is_in(_series(wanted).implode()))
+        # polars builds a hash set of the list for each query (~0.1 s per million IDs): give it
+        # only the window's matches, found by binary searches of the window's sorted IDs in the
+        # sorted list (in order, so they walk the list in cache order)
+        sid = scan.select(pl.col("SAMPLE_ID").cast(pl.Int64, strict=False)).collect()["SAMPLE_ID"]
+        ordered = np.sort(sid.drop_nulls().to_numpy())
+        hits = np.unique(ordered[_in_sorted(ordered, wanted)])
+        scan = scan.filter(pl.col("SAMPLE_ID").cast(pl.Int64, strict=False).is_in(_series(hits).implode()))
+    scan = scan.select(["row", *present])
     cols = [pl.col("row").cast(pl.Int64)]
     for name, typ in types.items():
         if name not in present:
@@ -227,6 +239,42 @@ class _Rules:
         return out, seen_ids, np.bincount(code, minlength=len(self.names))
 
 
+def _windows(pf: pq.ParquetFile, min_rows: int) -> list[tuple[int, int]]:
+    """(first row, row count) of runs of whole row groups, each at least `min_rows` rows: the
+    units a part is read in. Memory is bounded by a window, not the part; whole row groups so no
+    row group is decoded twice."""
+    windows, start, count = [], 0, 0
+    for i in range(pf.metadata.num_row_groups):
+        count += pf.metadata.row_group(i).num_rows
+        if count >= min_rows:
+            windows.append((start, count))
+            start, count = start + count, 0
+    if count:
+        windows.append((start, count))
+    return windows
+
+
+def _collect(rules: _Rules, mp: MetaPart, source: pa.Schema, present: list[str], wanted: np.ndarray | None,
+             window: tuple[int, int]) -> pl.DataFrame:
+    """One window of a part: its matched rows, normalised and annotated with the row-wise rules."""
+    return rules.annotate(mp.part, _scan(mp.path, source, present, wanted, window)).collect()
+
+
+def _read_ahead(reads: Iterator[Callable[[], pl.DataFrame]]) -> Iterator[pl.DataFrame]:
+    """Each read run on a thread while the caller works on the one before. One ahead, no more:
+    polars' own collect_batches and sink_batches run the whole part ahead of a slow consumer
+    and buffer it, so memory grew with the part."""
+    with ThreadPoolExecutor(1) as reader:
+        pending = None
+        for read in reads:
+            done = reader.submit(read)
+            if pending is not None:
+                yield pending.result()
+            pending = done
+        if pending is not None:
+            yield pending.result()
+
+
 def _narrow_strings(chunk: pa.Array) -> pa.Array:
     """A large_string array as string: its offsets narrowed to int32, validity and bytes shared."""
     offsets = np.frombuffer(chunk.buffers()[1], np.int64, count=chunk.offset + len(chunk) + 1)
@@ -265,10 +313,9 @@ def select_part(mp: MetaPart, ids: IdList | None, rules: _Rules, out: Path) -> S
     try:
         with atomic_path(out) as tmp, pq.ParquetWriter(tmp, CANDIDATES, compression=_COMPRESSION, use_dictionary=_DICT_COLUMNS) as writer, \
                 ThreadPoolExecutor(1) as write_thread:
-            scan = rules.annotate(mp.part, _scan(mp.path, source, present, wanted))
-            written = None  # the previous batch's write, in flight while this batch's rules run
-            # collect_batches is marked unstable in polars 2.x; a sink cannot run our rules
-            for df in scan.collect_batches(chunk_size=rules.config.batch_size):
+            reads = (partial(_collect, rules, mp, source, present, wanted, w) for w in _windows(pf, rules.config.batch_size))
+            written = None  # the previous window's write, in flight while this window's rules run
+            for df in _read_ahead(reads):
                 if df.height == 0:
                     continue
                 df, seen_ids, counts = rules.apply(mp.part, df, seen_ids)
