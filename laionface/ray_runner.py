@@ -73,6 +73,19 @@ def _unpack(payload: pa.Scalar) -> pa.Table:
     return pa.ipc.open_stream(payload.as_buffer()).read_all()
 
 
+def _unpack_detached(payload: pa.Scalar) -> pa.Table:
+    """A batch for the driver's PartWork: the images still in the payload (written to the tars,
+    then dropped), every other column copied out of it. PartWork keeps manifest columns, faces
+    and embedding rows until the part ends; as zero-copy slices they pinned each ~25 MB payload,
+    images and all, until then, so the driver's memory grew with the rows per part."""
+    table = _unpack(payload)
+    if "image" not in table.column_names:
+        return pa.ipc.open_stream(_pack(table)).read_all()
+    at = table.schema.get_field_index("image")
+    rest = pa.ipc.open_stream(_pack(table.remove_column(at))).read_all()
+    return rest.add_column(at, table.schema.field(at), table.column(at))
+
+
 def _download(batch: pa.Table, run_root: str, pipeline: dict, retry_failed: bool, batch_rows: int) -> pa.Table:
     """Ray Data task, one part: download it (or read the finished download) and list its work,
     one row per local-runner batch of its alive rows (with their image offsets, not images)."""
@@ -261,7 +274,7 @@ class RayRunner:
             for i in range(rows.num_rows):
                 if state.error is not None or controls[i] is not None:
                     continue
-                data = _unpack(rows[BATCH][i])
+                data = _unpack_detached(rows[BATCH][i])
                 state.work = state.work or self._work(part)
                 for name in timings:
                     state.outcome.tally(name[len(SECONDS):], rows[name][i].as_py(), data.num_rows)
