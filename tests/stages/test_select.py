@@ -230,3 +230,14 @@ def test_select_command_is_light_and_exits_fast_without_losing_output(tmp_path):
     assert lines[1] == f"candidates in {tmp_path / 'run' / 'candidates'}"
     assert lines[2] == "imported: []"  # the atexit handler ran, after the command's output
     assert pq.read_table(tmp_path / "run" / "candidates" / "part-00000.parquet").num_rows == 100
+
+
+def test_id_set_members_match_a_plain_intersection():
+    """The hashed pre-filter rules out non-members only: every member is found, none invented."""
+    from laionface.stages.select import _IdSet
+
+    rng = np.random.default_rng(0)
+    for n in (0, 1, 5, 1000, 300_000):
+        ids = np.unique(rng.integers(-(2**62), 2**62, n))
+        values = np.concatenate([rng.integers(-(2**62), 2**62, 100_000), ids[:50], ids[:50]])
+        assert np.array_equal(_IdSet(ids).members(values), np.intersect1d(values, ids)), n
