@@ -11,7 +11,8 @@ failures by kind, no_face, select drops; URLs over ~20,000 Zipf-distributed doma
 LAION-like captions, sizes, LICENSE and NSFW.
 
 Times, through laionface.audit.query.query (what `laionface query` runs: open the views, run the
-SQL, fetch the result), the median of --repeats runs of
+SQL, fetch the result), the median of --repeats runs, both repeated in this process (one DuckDB
+database per process, footers cached) and as the first query of a fresh process each time, of
   group-by:   SELECT status, domain, count(*) FROM samples GROUP BY ALL   (target <= 1 s)
   provenance: SELECT * FROM samples WHERE key = '<a key in the middle of part 57>'  (target <= 0.2 s)
 and, separately, one `laionface query` subprocess per query (interpreter start and imports included).
@@ -148,6 +149,26 @@ def _median_time(fn, repeats: int) -> tuple[float, list[float], object]:
     return statistics.median(times), times, result
 
 
+_FIRST_QUERY = """
+import sys, time
+import duckdb, pyarrow.parquet  # imported by query() on first use: untimed, as the CLI's imports are
+from laionface.audit.query import query
+t = time.perf_counter()
+query(sys.argv[1], sys.argv[2])
+print(time.perf_counter() - t)
+"""
+
+
+def _first_query_times(root: Path, sql: str, repeats: int) -> tuple[float, list[float]]:
+    """The query as the first of a fresh process (imports done, untimed): a new DuckDB database,
+    no footer read yet, what one `laionface query` pays after its imports."""
+    times = []
+    for _ in range(repeats):
+        out = subprocess.run([sys.executable, "-c", _FIRST_QUERY, str(root), sql], check=True, capture_output=True, text=True)
+        times.append(float(out.stdout.strip().splitlines()[-1]))
+    return statistics.median(times), times
+
+
 def _cli_time(root: Path, sql: str) -> float:
     t = time.perf_counter()
     subprocess.run([sys.executable, "-m", "laionface.cli", "query", str(root), sql, "--format", "csv", "--out", os.devnull],
@@ -173,6 +194,8 @@ def main(argv: list[str] | None = None) -> int:
     key = _key_of(57, per_part // 2 + 3, per_part)
     group_s, group_all, grouped = _median_time(lambda: query(root, GROUP_BY), args.repeats)
     lookup_s, lookup_all, found = _median_time(lambda: query(root, LOOKUP.format(key=key)), args.repeats)
+    first_group_s, first_group_all = _first_query_times(root, GROUP_BY, args.repeats)
+    first_lookup_s, first_lookup_all = _first_query_times(root, LOOKUP.format(key=key), args.repeats)
     total = sum(grouped["n"].to_pylist())
     assert total == rows, (total, rows)
     assert found.num_rows == 1 and found["key"][0].as_py() == key, found
@@ -185,10 +208,14 @@ def main(argv: list[str] | None = None) -> int:
     lines = [
         f"- manifest: {rows:,} rows in {N_PARTS} parquet files (zstd, one row group per file, keys sorted within a file); "
         f"group-by result {grouped.num_rows:,} (status, domain) groups",
-        f"- group-by over status and domain: median {group_s:.3f} s (target <= 1 s) {verdict(group_s, 1.0)}; "
-        f"runs {', '.join(f'{t:.3f}' for t in group_all)}",
-        f"- provenance lookup by key: median {lookup_s:.3f} s (target <= 0.2 s) {verdict(lookup_s, 0.2)}; "
-        f"runs {', '.join(f'{t:.3f}' for t in lookup_all)}",
+        f"- group-by over status and domain, repeated in one process: median {group_s:.3f} s (target <= 1 s) "
+        f"{verdict(group_s, 1.0)}; runs {', '.join(f'{t:.3f}' for t in group_all)}",
+        f"- group-by, the first query of a fresh process (imports untimed): median {first_group_s:.3f} s (target <= 1 s) "
+        f"{verdict(first_group_s, 1.0)}; runs {', '.join(f'{t:.3f}' for t in first_group_all)}",
+        f"- provenance lookup by key, repeated in one process: median {lookup_s:.3f} s (target <= 0.2 s) "
+        f"{verdict(lookup_s, 0.2)}; runs {', '.join(f'{t:.3f}' for t in lookup_all)}",
+        f"- lookup, the first query of a fresh process: median {first_lookup_s:.3f} s (target <= 0.2 s) "
+        f"{verdict(first_lookup_s, 0.2)}; runs {', '.join(f'{t:.3f}' for t in first_lookup_all)}",
         f"- one `laionface query` subprocess each (interpreter start + imports included): group-by {cli_group:.2f} s, "
         f"lookup {cli_lookup:.2f} s",
     ]
@@ -197,8 +224,8 @@ def main(argv: list[str] | None = None) -> int:
         machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores; duckdb {duckdb.__version__}"
         cmd = "python benchmarks/query_bench.py" + (f" --rows {args.rows}" if args.rows != 10_000_000 else "")
         block = [f"\n## query — {datetime.date.today().isoformat()}", "",
-                 f"`{cmd}` (median of {args.repeats}; {machine}; in-process laionface.audit.query.query, a fresh "
-                 "DuckDB connection and views per call)", ""] + lines
+                 f"`{cmd}` (median of {args.repeats}; {machine}; laionface.audit.query.query: one DuckDB "
+                 "database per process, a connection and TEMP views per call, footers read once per process)", ""] + lines
         with RESULTS.open("a") as fh:
             fh.write("\n".join(block) + "\n")
     return 0

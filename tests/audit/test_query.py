@@ -167,3 +167,22 @@ def test_empty_run_has_empty_views_with_the_schema(tmp_path):
         assert result.column_names == want
     assert query(tmp_path, TOP_DOMAINS).num_rows == 0
     assert query(tmp_path, "SELECT count(*) AS n FROM samples").to_pylist() == [{"n": 0}]
+
+
+def test_queries_in_one_process_see_their_own_run_and_rewritten_files(tmp_path):
+    """query() shares one DuckDB database per process (a connection each) and caches footers:
+    two runs must not see each other's views, and a rewritten manifest (takedown) must be read anew."""
+    import pyarrow.compute as pc
+
+    from laionface.runfolder import write_parquet
+
+    a, b = make_run(tmp_path / "a").root, make_run(tmp_path / "b").root
+    path = sorted((b / "manifests" / "samples").glob("part-*.parquet"))[0]
+    table = pq.read_table(path)
+    write_parquet(table.slice(0, 2), path, SAMPLES)  # b's first part now holds 2 rows
+    count = "SELECT count(*) AS n FROM samples"
+    n_a, n_b = query(a, count)["n"][0].as_py(), query(b, count)["n"][0].as_py()
+    assert n_a - n_b == table.num_rows - 2
+    keys = query(b, "SELECT key FROM samples")["key"]
+    assert pc.sum(pc.is_in(keys, table["key"].slice(2))).as_py() == 0
+    assert query(a, count)["n"][0].as_py() == n_a  # a's views were not replaced by b's
