@@ -225,6 +225,7 @@ class RayRunner:
                     done = self._receive(states, part, batch if len(parts) == 1 else batch.filter(pc.equal(batch[PART], part)))
                     if done is not None:
                         outcomes.append(done)
+                        del states[part]  # its rows, faces and writers: a finished part kept them until the run ended
         except Exception as exc:  # noqa: BLE001 - Ray itself failed: the unfinished parts are failed, a re-run redoes them
             error = f"{type(exc).__name__}: {exc}"
             for part in [p for p in pending if p not in {o.part for o in outcomes}]:
