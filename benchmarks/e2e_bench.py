@@ -161,18 +161,62 @@ def _status_kb(pid: int, field: str) -> int:
         return 0
 
 
-def _tree_pss(root: int) -> int:
-    """Summed PSS (bytes) of `root` and its descendants: shared pages (libraries, Ray's object
-    store mapped into every worker) are split among the processes that map them, not counted
-    once per process as a summed RSS does."""
-    total = 0
+def _kind(pid: int, root: int) -> str:
+    """What a process of the run is, for the PSS breakdown: the run process, a Ray worker by
+    its task or actor (`ray::_crop`, `ray::MapWorker(MapBatches(ModelStage))`), or a Ray daemon."""
+    if pid == root:
+        return "run process"
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            argv = f.read().split(b"\0")
+    except OSError:
+        return "?"
+    first = argv[0].decode(errors="replace")
+    if first.startswith("ray::"):
+        return first.split(" ")[0]
+    return os.path.basename(first) if not first.endswith("python") and "python" not in os.path.basename(first) else \
+        next((os.path.basename(a.decode(errors="replace")) for a in argv[1:] if a.endswith(b".py")), "python")
+
+
+def _tree_pss_by_kind(root: int) -> dict[str, tuple[int, int]]:
+    """PSS (bytes) and process count of the run's processes, by kind."""
+    out: dict[str, tuple[int, int]] = {}
     for pid in _descendants(root):
         try:
-            with open(f"/proc/{pid}/smaps_rollup") as f:
-                total += next((int(line.split()[1]) for line in f if line.startswith("Pss:")), 0) * 1024
+            pss, store = _pss_and_object_store(pid)
         except OSError:
             continue
-    return total
+        kind = _kind(pid, root)
+        total, n = out.get(kind, (0, 0))
+        out[kind] = (total + pss - store, n + 1)
+        if store:
+            total, n = out.get(OBJECT_STORE, (0, 0))
+            out[OBJECT_STORE] = (total + store, n + 1)
+    return out
+
+
+OBJECT_STORE = "Ray object store pages (all processes)"
+
+
+def _pss_and_object_store(pid: int) -> tuple[int, int]:
+    """A process's PSS (bytes), and the part of it in Ray's object store (the plasma mapping):
+    a worker that reads or writes a block maps its pages, so the store shows up in workers' PSS."""
+    total = store = 0
+    in_store = False
+    with open(f"/proc/{pid}/smaps") as f:
+        for line in f:
+            if line[0] in "0123456789abcdef" and "-" in line.split(" ", 1)[0]:
+                in_store = "plasma" in line
+            elif line.startswith("Pss:"):
+                kb = int(line.split()[1]) * 1024
+                total += kb
+                if in_store:
+                    store += kb
+    return total, store
+
+
+def _kinds_text(kinds: dict[str, tuple[int, int]]) -> str:
+    return ", ".join(f"{k} {mb} ({n})" for k, (mb, n) in kinds.items())
 
 
 def _descendants(root: int) -> list[int]:
@@ -200,6 +244,7 @@ class TreeRss:
 
     def __init__(self, pid: int, every: float = 0.2):
         self.pid, self.every, self.peak, self.pss_peak, self.anon_peak = pid, every, 0, 0, 0
+        self.pss_peak_kinds: dict[str, tuple[int, int]] = {}  # kind -> (PSS, processes) when the tree's PSS peaked
         self.pss_every = 10  # PSS every 10th sample (2 s)
         self.anon_series: list[int] = []  # RssAnon every 2 s: does it plateau or keep climbing?
         self._stop = threading.Event()
@@ -211,7 +256,10 @@ class TreeRss:
             self.peak = max(self.peak, _tree_rss(self.pid))
             self.anon_peak = max(self.anon_peak, _status_kb(self.pid, "RssAnon") * 1024)
             if tick % self.pss_every == 0:  # smaps_rollup walks page tables: ~30% of a core at 0.2 s
-                self.pss_peak = max(self.pss_peak, _tree_pss(self.pid))
+                kinds = _tree_pss_by_kind(self.pid)
+                pss = sum(total for total, _ in kinds.values())
+                if pss > self.pss_peak:
+                    self.pss_peak, self.pss_peak_kinds = pss, kinds
                 self.anon_series.append(_status_kb(self.pid, "RssAnon") * 1024)
             tick += 1
             self._stop.wait(self.every)
@@ -252,7 +300,8 @@ def run_child(cmd: list[str], env: dict, log: Path) -> dict:
         raise RuntimeError(f"{' '.join(cmd[:4])}... exited {proc.returncode}; see {log}")
     return {"wall": wall, "stdout": out.decode(errors="replace"), "rss_mb": usage.ru_maxrss / 1024,
             "tree_mb": tree.peak / 2**20, "pss_mb": tree.pss_peak / 2**20, "anon_mb": tree.anon_peak / 2**20,
-            "anon_quarters_mb": tree.quarters_mb()}
+            "anon_quarters_mb": tree.quarters_mb(),
+            "pss_kinds_mb": {k: (round(v / 2**20), n) for k, (v, n) in sorted(tree.pss_peak_kinds.items(), key=lambda kv: -kv[1][0])}}
 
 
 def child_detect(run_dir: str) -> None:
@@ -411,6 +460,7 @@ def main(argv: list[str] | None = None) -> int:
             secs = ", ".join(f"{k} {v:.1f}" for k, v in s["stage_seconds"].items())
             print(f"    e2e {runner}{tag}: {r['wall']:.2f} s ({r['tput']:.1f} images/s), peak RSS {r['rss_mb']:.0f} MB "
                   f"(tree {r['tree_mb']:.0f} MB, tree PSS {r['pss_mb']:.0f} MB, own private {r['anon_mb']:.0f} MB, by quarter of the run {'/'.join(f'{q:.0f}' for q in r['anon_quarters_mb'])}); stage seconds summed over parts: {secs}; statuses {s['counts']}", flush=True)
+            print(f"      tree PSS at its peak by process (MB, count): {_kinds_text(r['pss_kinds_mb'])}", flush=True)
             shutil.rmtree(run / "laion_face", ignore_errors=True)  # disk: the shards are not needed after the checks
             return r
 
@@ -484,6 +534,8 @@ def main(argv: list[str] | None = None) -> int:
                 f"{s['pss_mb'] / pss1:.2f}x; the run process's private memory (RssAnon) 1x {anon1:.0f} MB, {scale}x "
                 f"{s['anon_mb']:.0f} MB = {s['anon_mb'] / anon1:.2f}x; its peak by quarter of the {scale}x run "
                 + "/".join(f"{q:.0f}" for q in s["anon_quarters_mb"]) + " MB")
+            lines.append(f"- tree PSS at its peak by process (MB, count), {runner} 1x (last repeat): {_kinds_text(runs[-1]['pss_kinds_mb'])}; "
+                         f"{scale}x: {_kinds_text(s['pss_kinds_mb'])}")
             worst = max(s["pss_mb"] / pss1, s["anon_mb"] / anon1)
             verdicts.append(f"{runner} memory {scale}x/1x (tree PSS, own private) {worst:.2f}x {'PASS' if worst <= 1.2 else 'FAIL'}; "
                             f"wait4 RSS {s['rss_mb'] / rss1:.2f}x")
