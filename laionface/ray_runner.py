@@ -42,7 +42,6 @@ from .runner import (
     PartOutcome,
     PartWork,
     _now,
-    _release_freed_memory,
     base_samples,
     failed_part,
     indexed_rows,
@@ -104,27 +103,12 @@ def _download(batch: pa.Table, run_root: str, pipeline: dict, retry_failed: bool
         control, error = "error", f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}"
     if not batches:
         control = control or "empty"
-    _release_freed_memory()  # img2dataset's 64 threads' heap pages, before this worker idles (once per part)
     out = pa.table({BATCH: pa.array(batches or [None], pa.large_binary())})
     host = f"{socket.gethostname()}/{ray.get_runtime_context().get_node_id()[:12]}"
     values = {PART: part, COUNT: out.num_rows, CONTROL: control, ERROR: error, DL_SECONDS: time.perf_counter() - t0,
               DL_ROWS: result_rows, HOST: host, STARTED: started}
     types = {PART: pa.int32(), COUNT: pa.int64(), CONTROL: pa.string(), ERROR: pa.string(), DL_ROWS: pa.int64()}
     return _with_columns(out, values, types)
-
-
-_last_trim = 0.0
-
-
-def _trim_heap(every: float = 5.0) -> None:
-    """Hand a Ray worker's freed heap pages back to the OS, at most every `every` seconds (a trim
-    of a fragmented heap takes ~50 ms). Ray's workers live for the run: without it they kept
-    every batch's freed pages (e2e 10x: the detect actor's PSS 1.6 GB vs 0.5 GB at 1x, an idle
-    task worker's 1.2 GB)."""
-    global _last_trim
-    if time.monotonic() - _last_trim >= every:
-        _release_freed_memory()
-        _last_trim = time.monotonic()
 
 
 def _each_batch(name: str | None, stage_for: Callable[[int], Callable[[pa.Table], pa.Table]], batch: pa.Table) -> pa.Table:
@@ -147,7 +131,6 @@ def _each_batch(name: str | None, stage_for: Callable[[int], Callable[[pa.Table]
         seconds.append(time.perf_counter() - t)
     for column, values, typ in ((BATCH, out, pa.large_binary()), (CONTROL, controls, pa.string()), (ERROR, errors, pa.string())):
         batch = batch.set_column(batch.schema.get_field_index(column), column, pa.array(values, typ))
-    _trim_heap()
     return batch.append_column(SECONDS + name, pa.array(seconds, pa.float64())) if name else batch
 
 
