@@ -24,7 +24,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..errors import InputError, MissingInputError
-from ..idlists import SUBSETS, IdList
+from ..idlists import SUBSETS, IdList, _ids
 from ..runfolder import atomic_path
 from ..schema import CANDIDATES, LAION_COLUMNS, REQUIRED_LAION_COLUMNS
 from ..status import KEPT
@@ -157,11 +157,8 @@ class _IdSet:
 
     def members(self, values: np.ndarray) -> np.ndarray:
         """The values that are in the list, sorted and unique."""
-        maybe = np.sort(values[self.table[self._slots(values)]])
-        hits = maybe[_in_sorted(maybe, self.ids)]
-        first = np.ones(len(hits), np.bool_)
-        np.not_equal(hits[1:], hits[:-1], out=first[1:])
-        return hits[first]  # unique; np.unique imports numpy.ma (~60 ms)
+        maybe = _ids(values[self.table[self._slots(values)]])  # np.unique would import numpy.ma (~60 ms)
+        return maybe[_in_sorted(maybe, self.ids)]
 
 
 def _in_sorted(values: np.ndarray, sorted_set: np.ndarray) -> np.ndarray:
