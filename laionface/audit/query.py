@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import functools
 import json
 import re
 import sys
@@ -90,19 +91,18 @@ def _footer_schema(path: Path) -> pa.Schema:
     return _SCHEMAS[ident]
 
 
-_DATABASE = None
+@functools.cache
+def _shared_database():
+    import duckdb
+
+    return duckdb.connect(":memory:")
 
 
 def _database():
     """One in-memory DuckDB database per process; each query gets its own connection to it
     (`cursor()`, with TEMP views and macros, so queries and runs never see each other's): a new
     database costs ~35 ms, a sixth of a key lookup."""
-    global _DATABASE
-    import duckdb
-
-    if _DATABASE is None:
-        _DATABASE = duckdb.connect(":memory:")
-    return _DATABASE.cursor()
+    return _shared_database().cursor()
 
 
 def _view_source(con, name: str, schema: pa.Schema, files: list[Path]) -> tuple[str, list[str], bool]:
@@ -141,8 +141,6 @@ def _view_select(name: str, names: list[str], stored: bool) -> str:
 def connect(run_root: Path | str, sql: str | None = None):
     """A DuckDB connection with the run's views and macros; the caller closes it. With `sql`,
     only the views it names are made (a key lookup need not open the faces manifests)."""
-    import duckdb
-
     run = RunFolder(Path(run_root))
     wanted = set(TABLES) if sql is None else set(re.findall(r"\b(" + "|".join(TABLES) + r")\b", sql.lower()))
     con = _database()
