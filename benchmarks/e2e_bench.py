@@ -174,8 +174,11 @@ def _kind(pid: int, root: int) -> str:
     first = argv[0].decode(errors="replace")
     if first.startswith("ray::"):
         return first.split(" ")[0]
-    return os.path.basename(first) if not first.endswith("python") and "python" not in os.path.basename(first) else \
-        next((os.path.basename(a.decode(errors="replace")) for a in argv[1:] if a.endswith(b".py")), "python")
+    program = os.path.basename(first)
+    if "python" not in program:
+        return program  # raylet, gcs_server, nginx
+    script = next((a.decode(errors="replace") for a in argv[1:] if a.endswith(b".py")), None)
+    return os.path.basename(script) if script else "python"  # img2dataset's spawned workers have no script
 
 
 def _tree_pss_by_kind(root: int) -> dict[str, tuple[int, int]]:
@@ -255,7 +258,7 @@ class TreeRss:
         while not self._stop.is_set():
             self.peak = max(self.peak, _tree_rss(self.pid))
             self.anon_peak = max(self.anon_peak, _status_kb(self.pid, "RssAnon") * 1024)
-            if tick % self.pss_every == 0:  # smaps_rollup walks page tables: ~30% of a core at 0.2 s
+            if tick % self.pss_every == 0:  # smaps walks page tables: too dear every 0.2 s
                 kinds = _tree_pss_by_kind(self.pid)
                 pss = sum(total for total, _ in kinds.values())
                 if pss > self.pss_peak:
