@@ -138,7 +138,7 @@ def run_demo(out: Path, n_rows: int = 320, captions: str = "laion") -> int:
         write_json({"pipeline": pipeline.to_dict(), "config_hash": pipeline.hash}, run.config)
         write_stats(run, {"select": {str(r.part): vars(r) for r in results}})
         outcomes = LocalRunner(run, pipeline).run_parts()
-    stats = write_stats(run)
+    write_stats(run)
     sheet, n_crops, n_full = contact_sheet(out, out / "contact_sheet.png")
     counts: Counter = funnel(run)
     not_in_list = sum(r.input_rows - r.matched_rows for r in results)
