@@ -42,7 +42,6 @@ from .runner import (
     PartOutcome,
     PartWork,
     _now,
-    _release_freed_memory,
     base_samples,
     failed_part,
     indexed_rows,
@@ -298,9 +297,6 @@ class RayRunner:
                     state.outcome.tally(name[len(SECONDS):], rows[name][i].as_py(), data.num_rows)
                 t = time.perf_counter()
                 state.work.add(data)
-                # The batch's Python rows and crop bytes are freed now; glibc keeps their pages, so
-                # the driver crept 233 -> 267 MB over one 5,000-row part (206 -> 217 MB with this).
-                _release_freed_memory()
                 state.outcome.tally("write", time.perf_counter() - t, data.num_rows)
             if state.received < state.expected:
                 return None

@@ -193,6 +193,9 @@ class PartWork:
         # Only the manifest's columns are kept, as Arrow: a part's rows cost bytes, not Python dicts.
         batch = batch.select([n for n in batch.column_names if n in SAMPLES.names and n != "shard"])
         self.processed.append(batch.append_column("shard", pa.array(shards, pa.string())))
+        # The batch's Python rows and crop bytes are freed now; glibc keeps their pages, so the Ray
+        # driver crept 233 -> 267 MB over one 5,000-row part (206 -> 217 MB with this).
+        _release_freed_memory()
 
     def abort(self) -> None:
         for writer in (self.full, self.cropped):
