@@ -60,7 +60,9 @@ def _load_pth(path: Path) -> object:
     try:
         with zipfile.ZipFile(path) as zf:
             pkl = next(n for n in zf.namelist() if n.endswith("data.pkl"))
-            return _PlainListUnpickler(io.BytesIO(zf.read(pkl))).load()
+            # BufferedReader: on a bare BytesIO (no peek) the C unpickler asks Python for every
+            # opcode's bytes, ~4x slower (45 vs 13 ms for 240k IDs; seconds for the 50M list)
+            return _PlainListUnpickler(io.BufferedReader(io.BytesIO(zf.read(pkl)))).load()
     except (zipfile.BadZipFile, StopIteration, pickle.UnpicklingError):
         pass
     try:

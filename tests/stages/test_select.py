@@ -241,3 +241,78 @@ def test_id_set_members_match_a_plain_intersection():
         ids = np.unique(rng.integers(-(2**62), 2**62, n))
         values = np.concatenate([rng.integers(-(2**62), 2**62, 100_000), ids[:50], ids[:50]])
         assert np.array_equal(_IdSet(ids).members(values), np.intersect1d(values, ids)), n
+
+
+def test_read_ahead_keeps_order_bounds_what_is_in_flight_and_raises():
+    """Windows are read two at a time but handed over in input order; no more than threads + 1
+    are read before the consumer takes one (memory stays bounded by windows, not the part)."""
+    import threading
+    import time
+
+    from laionface.stages.select import _read_ahead
+
+    lock = threading.Lock()
+    started, running, peak = [], [0], [0]
+
+    def read(i):
+        def run():
+            with lock:
+                started.append(i)
+                running[0] += 1
+                peak[0] = max(peak[0], running[0])
+            time.sleep(0.02 if i % 3 == 0 else 0.001)  # later windows often finish first
+            with lock:
+                running[0] -= 1
+            return i
+        return run
+
+    got = []
+    for value in _read_ahead((read(i) for i in range(12)), threads=2):
+        assert len(started) <= value + 3  # at most threads + 1 read ahead of the one handed over
+        got.append(value)
+    assert got == list(range(12)) and peak[0] == 2
+
+    def failing():
+        raise OSError("corrupt row group")
+
+    with pytest.raises(OSError, match="corrupt row group"):
+        list(_read_ahead(iter([read(0), failing, read(2)]), threads=2))
+
+
+def test_first_seen_marks_every_repeat_and_keeps_the_earliest():
+    """Duplicates by sorting: numpy's fast sort is not stable, so among equal values the earliest
+    row must still be the one kept, within a batch and against what earlier batches saw."""
+    from laionface.stages.select import _first_seen
+
+    rng = np.random.default_rng(1)
+    seen = np.empty(0, np.int64)
+    earlier: set[int] = set()
+    for _ in range(4):
+        values = rng.integers(0, 5_000, 20_000)  # many ties, far past insertion-sort sizes
+        dup, seen = _first_seen(values, seen)
+        expected = []
+        for v in values.tolist():
+            expected.append(v in earlier)
+            earlier.add(v)
+        assert dup.tolist() == expected
+        assert seen.tolist() == sorted(earlier)
+    unique = rng.permutation(50_000).astype(np.int64)  # no ties: the fast path alone
+    dup, seen = _first_seen(unique, np.empty(0, np.int64))
+    assert not dup.any() and np.array_equal(seen, np.arange(50_000))
+
+
+def test_select_bounds_polars_allocator_retention_unless_the_user_set_it():
+    """polars keeps freed pages a second as "muzzy" (still in RSS), which made a streaming
+    select's RSS grow with the part; select turns that off before polars loads (polars appends
+    it to its own settings), and leaves a user's own setting alone."""
+    import os
+    import subprocess
+    import sys
+
+    code = "import os, laionface.stages.select; print(os.environ['_RJEM_MALLOC_CONF'])"
+    env = {k: v for k, v in os.environ.items() if k != "_RJEM_MALLOC_CONF"}
+    ours = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert ours.stdout.strip().endswith(",muzzy_decay_ms:0"), (ours.stdout, ours.stderr[-2000:])
+    theirs = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            env={**env, "_RJEM_MALLOC_CONF": "dirty_decay_ms:0"})
+    assert theirs.stdout.strip().endswith(",dirty_decay_ms:0") and "muzzy_decay_ms:0" not in theirs.stdout, theirs.stdout
