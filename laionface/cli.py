@@ -5,11 +5,18 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import sys
 import time
 from pathlib import Path
 
 from .errors import ConfigError, LaionFaceError, MissingInputError
+
+# numpy's import runs a dot product, after which OpenBLAS's worker threads spin for ~0.2 s of CPU
+# waiting for more: a tenth of a `laionface select` on two cores. Commands parallelise by windows,
+# threads and Ray tasks and do no BLAS work worth threads, so one BLAS thread unless the user says
+# otherwise. It has to be set before numpy loads; Ray workers started from here inherit it.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 PROG = "laionface"
 

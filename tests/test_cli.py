@@ -66,3 +66,20 @@ def test_unknown_pipeline_key_names_the_valid_ones(tmp_path):
     out = laionface("run", str(bad), "--input", str(tmp_path / "meta"), "--out", str(tmp_path / "run"))
     assert out.returncode == 2
     assert "unknown setting 'min_scor'" in out.stderr and "min_score" in out.stderr
+
+
+def test_commands_run_one_blas_thread_unless_the_user_chose():
+    """numpy's import-time dot product leaves OpenBLAS's worker threads spinning (~0.2 s of CPU
+    per command, taken from the select's two cores); the command line asks for one BLAS thread,
+    so no worker thread exists, and a user's own OPENBLAS_NUM_THREADS is kept."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import os, laionface.cli, numpy; "
+            "print(os.environ['OPENBLAS_NUM_THREADS'], len(os.listdir('/proc/self/task')))")
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
+    ours = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert ours.stdout.split() == ["1", "1"], (ours.stdout, ours.stderr[-2000:])
+    theirs = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**env, "OPENBLAS_NUM_THREADS": "2"})
+    assert theirs.stdout.split()[0] == "2", theirs.stdout
