@@ -324,8 +324,10 @@ def _as_candidates(df: pl.DataFrame) -> pa.Table:
     return pa.Table.from_arrays(columns, schema=CANDIDATES)
 
 
-def select_part(mp: MetaPart, ids: IdList | None, rules: _Rules, out: Path) -> SelectResult:
-    """Stream one metadata part into `out`; never raises for bad input (the result says why)."""
+def select_part(mp: MetaPart, ids: IdList | None, rules: _Rules, out: Path,
+                progress: Callable[[int], object] | None = None) -> SelectResult:
+    """Stream one metadata part into `out`; never raises for bad input (the result says why).
+    `progress(rows)` after each window's input rows are handled."""
     result = SelectResult(mp.part, str(mp.path))
     try:
         pf = pq.ParquetFile(mp.path)
@@ -344,9 +346,12 @@ def select_part(mp: MetaPart, ids: IdList | None, rules: _Rules, out: Path) -> S
     try:
         with atomic_path(out) as tmp, pq.ParquetWriter(tmp, CANDIDATES, compression=_COMPRESSION, use_dictionary=_DICT_COLUMNS) as writer, \
                 ThreadPoolExecutor(1) as write_thread:
-            reads = (partial(_collect, rules, mp, source, present, wanted, w) for w in _windows(pf, rules.config.batch_size))
+            windows = _windows(pf, rules.config.batch_size)
+            reads = (partial(_collect, rules, mp, source, present, wanted, w) for w in windows)
             written = None  # the previous window's write, in flight while this window's rules run
-            for df in _read_ahead(reads):
+            for (_, rows), df in zip(windows, _read_ahead(reads)):
+                if progress is not None:
+                    progress(rows)
                 if df.height == 0:
                     continue
                 df, seen_ids, counts = rules.apply(mp.part, df, seen_ids)
@@ -365,12 +370,9 @@ def select_part(mp: MetaPart, ids: IdList | None, rules: _Rules, out: Path) -> S
     result.status_counts = dict(sorted((name, int(c)) for name, c in zip(rules.names, tally) if c))
     return result
 
-def select(meta_parts: list[MetaPart], ids: IdList | None, config: SelectConfig, out_for_part, progress=None) -> list[SelectResult]:
-    """Run select over parts in part order (duplicate URLs: first in that order wins)."""
+def select(meta_parts: list[MetaPart], ids: IdList | None, config: SelectConfig, out_for_part,
+           progress: Callable[[int], object] | None = None) -> list[SelectResult]:
+    """Run select over parts in part order (duplicate URLs: first in that order wins).
+    `progress(rows)` as each window of input rows is handled, so a bar can follow rows."""
     rules = _Rules(config)
-    results = []
-    for mp in meta_parts:
-        results.append(select_part(mp, ids, rules, out_for_part(mp.part)))
-        if progress is not None:
-            progress.update(1)
-    return results
+    return [select_part(mp, ids, rules, out_for_part(mp.part), progress) for mp in meta_parts]

@@ -316,3 +316,23 @@ def test_select_bounds_polars_allocator_retention_unless_the_user_set_it():
     theirs = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             env={**env, "_RJEM_MALLOC_CONF": "dirty_decay_ms:0"})
     assert theirs.stdout.strip().endswith(",dirty_decay_ms:0") and "muzzy_decay_ms:0" not in theirs.stdout, theirs.stdout
+
+
+def test_progress_follows_input_rows_window_by_window(tmp_path):
+    """The CLI's bar counts rows, not parts: select reports each window's input rows as it is
+    handled, matched or not, across every part."""
+    meta = tmp_path / "meta"
+    meta.mkdir()
+    write_part(meta, 0, laion_rows(300), row_group_size=64)
+    write_part(meta, 1, laion_rows(100, start=300), row_group_size=64)
+    reports: list[int] = []
+    ids = load_id_list(_txt_ids(tmp_path, laion_rows(400)["SAMPLE_ID"][::7]))
+    out = tmp_path / "run" / "candidates"
+    select(plan_parts(str(meta)), ids, SelectConfig(batch_size=100), lambda p: out / f"part-{p:05d}.parquet", progress=reports.append)
+    assert reports == [128, 128, 44, 100]  # windows of whole row groups of 64, >= 100 rows each
+
+
+def _txt_ids(tmp_path, ids) -> str:
+    path = tmp_path / "ids.txt"
+    path.write_text("\n".join(str(i) for i in ids))
+    return str(path)
