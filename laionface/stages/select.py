@@ -31,7 +31,7 @@ import polars as pl  # noqa: E402
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ..errors import InputError, MissingInputError
+from ..errors import ConfigError, InputError, MissingInputError
 from ..idlists import SUBSETS, IdList, _ids
 from ..runfolder import atomic_path
 from ..schema import CANDIDATES, LAION_COLUMNS, REQUIRED_LAION_COLUMNS
@@ -54,6 +54,7 @@ class SelectConfig:
     drop_duplicate_urls: bool = True  # first occurrence in (part, row) order wins
     require_caption: bool = True
     batch_size: int = 262144  # input rows read at a time, in whole row groups: memory is bounded by it
+    threads: int = 2  # windows decoded at once, each keeping about a core busy; 1 halves the read memory
 
 @dataclass(frozen=True)
 class MetaPart:
@@ -349,7 +350,7 @@ def select_part(mp: MetaPart, ids: IdList | None, rules: _Rules, out: Path,
             windows = _windows(pf, rules.config.batch_size)
             reads = (partial(_collect, rules, mp, source, present, wanted, w) for w in windows)
             written = None  # the previous window's write, in flight while this window's rules run
-            for (_, rows), df in zip(windows, _read_ahead(reads)):
+            for (_, rows), df in zip(windows, _read_ahead(reads, rules.config.threads)):
                 if progress is not None:
                     progress(rows)
                 if df.height == 0:
@@ -374,5 +375,7 @@ def select(meta_parts: list[MetaPart], ids: IdList | None, config: SelectConfig,
            progress: Callable[[int], object] | None = None) -> list[SelectResult]:
     """Run select over parts in part order (duplicate URLs: first in that order wins).
     `progress(rows)` as each window of input rows is handled, so a bar can follow rows."""
+    if config.threads < 1 or config.batch_size < 1:
+        raise ConfigError(f"select: threads >= 1 and batch_size >= 1 (got {config.threads}, {config.batch_size})")
     rules = _Rules(config)
     return [select_part(mp, ids, rules, out_for_part(mp.part), progress) for mp in meta_parts]

@@ -336,3 +336,24 @@ def _txt_ids(tmp_path, ids) -> str:
     path = tmp_path / "ids.txt"
     path.write_text("\n".join(str(i) for i in ids))
     return str(path)
+
+
+def test_read_threads_change_nothing_in_the_output_and_zero_is_refused(tmp_path):
+    """Windows decoded one or two at a time give byte-identical candidates; 0 is a config error."""
+    from laionface.errors import ConfigError
+
+    rows = laion_rows(2000)
+    rows["URL"][1500] = rows["URL"][12]  # a duplicate across windows (both rows in the list)
+    meta = tmp_path / "meta"
+    meta.mkdir()
+    write_part(meta, 0, rows, row_group_size=128)
+    ids = load_id_list(_txt_ids(tmp_path, rows["SAMPLE_ID"][::3]))
+    outs = []
+    for threads in (1, 2, 3):
+        out = tmp_path / f"t{threads}" / "part-00000.parquet"
+        select(plan_parts(str(meta)), ids, SelectConfig(batch_size=300, threads=threads), lambda p, out=out: out)
+        outs.append(out.read_bytes())
+    assert outs[0] == outs[1] == outs[2]
+    assert "duplicate_url" in pq.read_table(tmp_path / "t2" / "part-00000.parquet")["status"].to_pylist()
+    with pytest.raises(ConfigError, match="threads >= 1"):
+        select(plan_parts(str(meta)), ids, SelectConfig(threads=0), lambda p: tmp_path / "x.parquet")
