@@ -83,3 +83,24 @@ def test_commands_run_one_blas_thread_unless_the_user_chose():
     assert ours.stdout.split() == ["1", "1"], (ours.stdout, ours.stderr[-2000:])
     theirs = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**env, "OPENBLAS_NUM_THREADS": "2"})
     assert theirs.stdout.split()[0] == "2", theirs.stdout
+
+
+def test_select_imports_with_the_collector_paused_then_frozen_and_running(tmp_path):
+    """The collector walking polars/pyarrow/numpy's objects as they import cost 20-30 ms of a
+    select; after the imports it must run again (long commands make cycles) with the imported
+    objects frozen out of its passes."""
+    import os
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    meta = tmp_path / "part-00000.parquet"
+    pq.write_table(pa.table({"SAMPLE_ID": [1, 2], "URL": ["http://a/1.jpg", "http://a/2.jpg"], "TEXT": ["a", "b"],
+                             "HEIGHT": [10.0, 10.0], "WIDTH": [10.0, 10.0], "LICENSE": ["?", "?"], "NSFW": ["UNLIKELY"] * 2,
+                             "similarity": [0.3, 0.3]}), meta)
+    code = ("import atexit, gc, sys; from laionface.cli import console; "
+            "atexit.register(lambda: print('gc', gc.isenabled(), gc.get_freeze_count() > 50_000)); "
+            f"sys.argv = ['laionface', 'select', '--meta', {str(meta)!r}, '--out', {str(tmp_path / 'run')!r}]; console()")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=dict(os.environ))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.splitlines()[-1] == "gc True True", proc.stdout
