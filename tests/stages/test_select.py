@@ -357,3 +357,16 @@ def test_read_threads_change_nothing_in_the_output_and_zero_is_refused(tmp_path)
     assert "duplicate_url" in pq.read_table(tmp_path / "t2" / "part-00000.parquet")["status"].to_pylist()
     with pytest.raises(ConfigError, match="threads >= 1"):
         select(plan_parts(str(meta)), ids, SelectConfig(threads=0), lambda p: tmp_path / "x.parquet")
+
+
+def test_candidates_keep_statistics_only_where_a_reader_can_skip_by_them(tmp_path):
+    """Min/max stay on ids, rows and statuses (DuckDB and pyarrow prune row groups with them);
+    keys, URLs and captions in input order span everything, so they carry none."""
+    meta = tmp_path / "meta"
+    meta.mkdir()
+    write_part(meta, 0, laion_rows(500))
+    results, _ = run_select(tmp_path, meta)
+    rg = pq.ParquetFile(tmp_path / "run" / "candidates" / "part-00000.parquet").metadata.row_group(0)
+    stats = {rg.column(i).path_in_schema: rg.column(i).is_stats_set for i in range(rg.num_columns)}
+    assert stats["SAMPLE_ID"] and stats["row"] and stats["status"]
+    assert not (stats["key"] or stats["URL"] or stats["TEXT"])
