@@ -56,7 +56,9 @@ class SelectConfig:
     min_similarity: float = 0.0
     drop_duplicate_urls: bool = True  # first occurrence in (part, row) order wins
     require_caption: bool = True
-    batch_size: int = 262144  # input rows read at a time, in whole row groups: memory is bounded by it
+    # input rows read at a time, in whole row groups: memory is bounded by it. Small enough that
+    # the first window reaches the writer early: the write is serial, and it ends the part
+    batch_size: int = 131072
     threads: int = 2  # windows decoded at once, each keeping about a core busy; 1 halves the read memory
 
 @dataclass(frozen=True)
