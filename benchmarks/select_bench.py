@@ -384,6 +384,17 @@ def check_same(ref: Path, ours: Path, n_ids: int) -> int:
     return a.num_rows
 
 
+def _commit() -> str:
+    """`, commit abc1234` of the checkout the bench ran from (with `+` if it had local changes)."""
+    here = Path(__file__).parent
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=here, capture_output=True, text=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here, capture_output=True, text=True).stdout.strip()
+    except OSError:
+        return ""
+    return f", commit {head}{'+' if dirty else ''}" if head else ""
+
+
 def _cpu() -> str:
     try:
         return next(l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name"))
@@ -487,7 +498,7 @@ def main(argv: list[str] | None = None) -> int:
         cmd = "python benchmarks/select_bench.py " + " ".join(argv)
         header = "# Benchmark results\n\nDated blocks appended by the scripts in benchmarks/ (see benchmarks/README.md).\n"
         block = (
-            f"\n## select — {time.strftime('%Y-%m-%d')}\n\n"
+            f"\n## select — {time.strftime('%Y-%m-%d %H:%M')}{_commit()}\n\n"
             f"`{cmd.strip()}` (median of {args.repeats}, A/B alternated; {_cpu()}, {os.cpu_count()} cores, shared; "
             f"python {sys.version.split()[0]}, pyarrow {pa.__version__}, pandas {pandas.__version__}, polars {polars.__version__}; "
             f"wall times include interpreter start and imports; peak RSS per child via wait4)\n\n"
