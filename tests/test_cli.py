@@ -73,8 +73,6 @@ def test_commands_run_one_blas_thread_unless_the_user_chose():
     per command, taken from the select's two cores); the command line asks for one BLAS thread,
     so no worker thread exists, and a user's own OPENBLAS_NUM_THREADS is kept."""
     import os
-    import subprocess
-    import sys
 
     code = ("import os, laionface.cli, numpy; "
             "print(os.environ['OPENBLAS_NUM_THREADS'], len(os.listdir('/proc/self/task')))")

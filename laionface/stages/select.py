@@ -1,9 +1,9 @@
 """Select: LAION-400M metadata parts -> RUN/candidates/part-NNNNN.parquet.
 
-Reads each part in windows of whole row groups, two windows at a time (a polars prefiltered
-scan keeps about one core busy), semi-joins SAMPLE_ID against the ID list, normalises types,
-and applies the metadata rules to the matched rows only; memory is bounded by the windows in
-flight, not the part. Rows in the ID list that a rule drops stay in the candidates file with
+Reads each part in windows of whole row groups, `threads` windows at a time (a polars
+prefiltered scan keeps about one core busy), semi-joins SAMPLE_ID against the ID list,
+normalises types, and applies the metadata rules to the matched rows only; memory is bounded
+by the windows in flight, not the part. Rows in the ID list that a rule drops stay in the candidates file with
 their status, so the funnel and an auditor see them; rows not in the ID list are not part of
 the dataset and are only counted.
 """
@@ -296,10 +296,10 @@ def _collect(rules: _Rules, mp: MetaPart, source: pa.Schema, present: list[str],
     return rules.annotate(mp.part, _scan(mp.path, source, present, wanted, window)).collect()
 
 
-def _read_ahead(reads: Iterator[Callable[[], pl.DataFrame]], threads: int = 2) -> Iterator[pl.DataFrame]:
+def _read_ahead(reads: Iterator[Callable[[], pl.DataFrame]], threads: int) -> Iterator[pl.DataFrame]:
     """The reads run `threads` at a time on threads, yielded in order while the caller works on
     the one before. A polars prefiltered collect keeps about one core busy, so two at once halve
-    the part's decode on two cores (+~30 MB). Bounded: polars' own collect_batches and
+    the part's decode on two cores. Bounded: polars' own collect_batches and
     sink_batches run the whole part ahead of a slow consumer and buffer it, so memory grew with
     the part."""
     with ThreadPoolExecutor(threads) as reader:
