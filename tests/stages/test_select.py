@@ -232,15 +232,36 @@ def test_select_command_is_light_and_exits_fast_without_losing_output(tmp_path):
     assert pq.read_table(tmp_path / "run" / "candidates" / "part-00000.parquet").num_rows == 100
 
 
-def test_id_set_members_match_a_plain_intersection():
-    """The hashed pre-filter rules out non-members only: every member is found, none invented."""
-    from laionface.stages.select import _IdSet
+def test_listed_ids_first_row_wins_across_windows_and_unlisted_windows_are_not_read(tmp_path, monkeypatch):
+    """With an ID list, each listed SAMPLE_ID's first row in the part is found once, up front: the
+    earliest row keeps the ID wherever the windows fall, each repeat gets duplicate_sample_id (and
+    a key of its own), the same statuses as without a list; windows with no listed row are skipped."""
+    from laionface.stages import select as stage
 
-    rng = np.random.default_rng(0)
-    for n in (0, 1, 5, 1000, 300_000):
-        ids = np.unique(rng.integers(-(2**62), 2**62, n))
-        values = np.concatenate([rng.integers(-(2**62), 2**62, 100_000), ids[:50], ids[:50]])
-        assert np.array_equal(_IdSet(ids).members(values), np.intersect1d(values, ids)), n
+    rows = laion_rows(600)
+    rows["SAMPLE_ID"][450] = rows["SAMPLE_ID"][20]  # a listed ID again, four windows later
+    rows["SAMPLE_ID"][21] = rows["SAMPLE_ID"][499]  # a listed ID whose first row comes early
+    meta = tmp_path / "meta"
+    meta.mkdir()
+    write_part(meta, 0, rows, row_group_size=100)
+    ids = tmp_path / "ids.npy"
+    np.save(ids, np.concatenate([rows["SAMPLE_ID"][:200], rows["SAMPLE_ID"][499:500]]))
+    scanned = []
+    real_scan = stage._scan
+    monkeypatch.setattr(stage, "_scan", lambda *a: scanned.append(a[-1]) or real_scan(*a))
+    results, tables = run_select(tmp_path, meta, load_id_list(ids), SelectConfig(batch_size=100))
+    got = tables[0]
+    assert got["row"].to_pylist() == [*range(200), 450, 499]
+    status = dict(zip(got["row"].to_pylist(), got["status"].to_pylist()))
+    assert status[450] == status[499] == "duplicate_sample_id"
+    assert status[20] == status[21] == "kept" and results[0].status_counts == {"duplicate_sample_id": 2, "kept": 200}
+    keys = got["key"].to_pylist()
+    assert len(set(keys)) == len(keys) and keys[-1] == f"00000_{rows['SAMPLE_ID'][499]}_r499"
+    assert sorted(scanned) == [(0, 100), (100, 100), (400, 100)]  # 200-399 and 500-599 hold no listed row
+    monkeypatch.undo()
+    _, unlisted = run_select(tmp_path, meta, None, SelectConfig(batch_size=100))
+    plain = dict(zip(unlisted[0]["row"].to_pylist(), unlisted[0]["status"].to_pylist()))
+    assert all(plain[row] == s for row, s in status.items())
 
 
 def test_read_ahead_keeps_order_bounds_what_is_in_flight_and_raises():
