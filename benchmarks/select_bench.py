@@ -236,7 +236,8 @@ def run_reference(ids_path: str, meta: str, out: str) -> dict:
 def run_ours(ids_path: str, meta: str, run: str) -> dict:
     t0 = time.perf_counter()
     from laionface.idlists import load_id_list
-    from laionface.stages.select import SelectConfig, plan_parts, select
+    from laionface.metaparts import plan_parts
+    from laionface.stages.select import SelectConfig, select
 
     t1 = time.perf_counter()
     ids = load_id_list(ids_path)

@@ -119,7 +119,8 @@ def run_demo(out: Path, n_rows: int = 320, captions: str = "laion") -> int:
     from ..pipeline import Pipeline
     from ..runfolder import RunFolder, write_json
     from ..runner import LocalRunner
-    from ..stages.select import plan_parts, select
+    from ..metaparts import plan_parts
+    from ..stages.select import select
     from ..summary import format_funnel, format_stages, funnel, outputs_listing, write_stats
     from ..testing.server import FaultServer
     from ..contactsheet import contact_sheet

@@ -1,43 +1,34 @@
 """Select: LAION-400M metadata parts -> RUN/candidates/part-NNNNN.parquet.
 
-Reads each part in windows of whole row groups, `threads` windows at a time (a polars
-prefiltered scan keeps about one core busy), semi-joins SAMPLE_ID against the ID list,
-normalises types, and applies the metadata rules to the matched rows only; memory is bounded
-by the windows in flight, not the part. Rows in the ID list that a rule drops stay in the candidates file with
+The ID list's rows of a part come first, from one scan of its SAMPLE_ID column
+(`IdList.rows_in`, started for the next part while this one is read). Then the part is read in
+windows of whole row groups, `threads` windows at a time (a polars prefiltered scan keeps about
+one core busy), only the listed rows decoded; types are normalised and the metadata rules
+applied to those rows only; memory is bounded by the windows in flight, not the part. Rows in the ID list that a rule drops stay in the candidates file with
 their status, so the funnel and an auditor see them; rows not in the ID list are not part of
 the dataset and are only counted.
 """
 
 from __future__ import annotations
 
-import glob
-import os
-import re
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Callable, Iterator
 
 import numpy as np
-
-# polars configures its jemalloc to keep freed pages a further second as "muzzy" (MADV_FREE:
-# still counted in RSS until the kernel needs them): at the pace select frees decoded windows,
-# its RSS grew with the part (+27% at 4x the rows; 1.12-1.16x with this, no measured time cost).
-# polars appends this to its own settings; it applies only if polars is not loaded yet, and a
-# user's own _RJEM_MALLOC_CONF is left alone.
-os.environ.setdefault("_RJEM_MALLOC_CONF", "muzzy_decay_ms:0")
-import polars as pl  # noqa: E402
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ..errors import ConfigError, InputError, MissingInputError
-from ..idlists import SUBSETS, IdList
+from .._polars import pl
+from ..errors import ConfigError
+from ..idlists import IdList
+from ..metaparts import MetaPart
 from ..runfolder import atomic_path
 from ..schema import CANDIDATES, LAION_COLUMNS, REQUIRED_LAION_COLUMNS
 from ..status import KEPT
 
-_PART_RE = re.compile(r"part-(\d+)")
 # Dictionary encoding only pays off on low-cardinality columns; on URLs and captions it
 # costs time and bytes.
 _DICT_COLUMNS = ["part", "LICENSE", "NSFW", "status", "error"]
@@ -61,13 +52,6 @@ class SelectConfig:
     batch_size: int = 131072
     threads: int = 2  # windows decoded at once, each keeping about a core busy; 1 halves the read memory
 
-@dataclass(frozen=True)
-class MetaPart:
-    """One unit of select work: a metadata file and the LAION part index it holds."""
-
-    part: int
-    path: Path
-
 @dataclass
 class SelectResult:
     part: int
@@ -76,32 +60,6 @@ class SelectResult:
     matched_rows: int = 0  # in the ID list (all rows when there is no list)
     status_counts: dict[str, int] = field(default_factory=dict)
     error: str | None = None
-
-def plan_parts(meta: str, parts: tuple[int, ...] = (), subset: str | None = None) -> list[MetaPart]:
-    """Expand a path, folder or glob into metadata parts, numbered by `part-000NN` in the name."""
-    p = Path(meta)
-    if p.is_dir():
-        paths = sorted(p.glob("*.parquet"))
-    elif any(c in meta for c in "*?["):
-        paths = sorted(Path(x) for x in glob.glob(meta))
-    elif p.exists():
-        paths = [p]
-    else:
-        raise MissingInputError(f"metadata {meta} does not exist; pass --meta a parquet file, a folder or a glob")
-    if not paths:
-        raise MissingInputError(f"no .parquet files match {meta}")
-    planned = []
-    for i, path in enumerate(paths):
-        m = _PART_RE.search(path.name)
-        planned.append(MetaPart(int(m.group(1)) if m else i, path))
-    if len({mp.part for mp in planned}) != len(planned):
-        raise InputError(f"two metadata files map to the same part number under {meta}; name them part-000NN")
-    wanted = set(parts)
-    if subset:
-        if subset not in SUBSETS:
-            raise InputError(f"unknown subset {subset!r}; use one of {', '.join(SUBSETS)}")
-        wanted = wanted & set(SUBSETS[subset]) if wanted else set(SUBSETS[subset])
-    return [mp for mp in planned if not wanted or mp.part in wanted]
 
 class _ArrowArray:
     """An Arrow array handed to polars through the Arrow C data interface: `pl.from_arrow`
@@ -122,18 +80,6 @@ def _series(values: np.ndarray) -> pl.Series:
         return _series(values.view(np.uint8)).cast(pl.Boolean)
     values = np.ascontiguousarray(values)
     return pl.Series(_ArrowArray(pa.Array.from_buffers(pa.from_numpy_dtype(values.dtype), len(values), [None, pa.py_buffer(values)])))
-
-
-def _listed_rows(path: Path, ids: np.ndarray) -> pl.DataFrame:
-    """The part's rows whose SAMPLE_ID is in the ID list: `row`, `SAMPLE_ID` and `first` (no
-    earlier row of the part has this ID). One multithreaded scan of the SAMPLE_ID column with one
-    hash set of the list (~0.04 s per 2M rows); windows then read only these rows' other columns.
-    ~13 bytes per listed row: a 13M-row LAION part with 12% listed holds ~20 MB."""
-    sid = pl.col("SAMPLE_ID")
-    return (pl.scan_parquet(path, row_index_name="row").select("row", sid.cast(pl.Int64, strict=False))
-            .filter(sid.is_in(_series(ids).implode()))
-            .with_columns(first=sid.is_first_distinct())
-            .collect())
 
 
 def _scan(path: Path, source: pa.Schema, present: list[str], listed: pl.Series | None, window: tuple[int, int]) -> pl.LazyFrame:
@@ -333,11 +279,10 @@ def _as_candidates(df: pl.DataFrame) -> pa.Table:
     return pa.Table.from_arrays(columns, schema=CANDIDATES)
 
 
-def select_part(mp: MetaPart, listed: Future | None, rules: _Rules, out: Path,
+def select_part(mp: MetaPart, ids: IdList | None, rules: _Rules, out: Path,
                 progress: Callable[[int], object] | None = None) -> SelectResult:
     """Stream one metadata part into `out`; never raises for bad input (the result says why).
-    `listed`: the future of the part's `_listed_rows`, None without an ID list. `progress(rows)`
-    after each window's input rows are handled."""
+    `progress(rows)` after each window's input rows are handled."""
     result = SelectResult(mp.part, str(mp.path))
     try:
         pf = pq.ParquetFile(mp.path)
@@ -357,7 +302,7 @@ def select_part(mp: MetaPart, listed: Future | None, rules: _Rules, out: Path,
                                                      write_statistics=_STATS_COLUMNS) as writer, \
                 ThreadPoolExecutor(1) as write_thread:
             windows = _windows(pf, rules.config.batch_size)
-            listed_rows = listed.result() if listed is not None else None
+            listed_rows = ids.rows_in(mp.path, mp.part) if ids is not None else None
             reads = (partial(_collect, rules, mp, source, present, listed_rows, w) for w in windows)
             written = None  # the previous window's write, in flight while this window's rules run
             for (_, rows), df in zip(windows, _read_ahead(reads, rules.config.threads)):
@@ -389,13 +334,12 @@ def select(meta_parts: list[MetaPart], ids: IdList | None, config: SelectConfig,
         raise ConfigError(f"select: threads >= 1 and batch_size >= 1 (got {config.threads}, {config.batch_size})")
     rules = _Rules(config)
     results: list[SelectResult] = []
-    with ThreadPoolExecutor(1) as lister:  # the next part's listed rows are found while this one is read
-
-        def listing(mp: MetaPart) -> Future | None:
-            return lister.submit(_listed_rows, mp.path, ids.for_part(mp.part)) if ids is not None else None
-
-        upcoming = [listing(mp) for mp in meta_parts[:1]]
+    try:
         for i, mp in enumerate(meta_parts):
-            upcoming += [listing(later) for later in meta_parts[i + 1 : i + 2]]
-            results.append(select_part(mp, upcoming.pop(0), rules, out_for_part(mp.part), progress))
+            if ids is not None and i + 1 < len(meta_parts):  # the next part's listed rows, found while this one is read
+                ids.prefetch(meta_parts[i + 1].path, meta_parts[i + 1].part)
+            results.append(select_part(mp, ids, rules, out_for_part(mp.part), progress))
+    finally:
+        if ids is not None:
+            ids.forget_prefetched()
     return results

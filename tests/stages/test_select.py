@@ -11,9 +11,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from laionface.errors import InputError, MissingInputError
-from laionface.idlists import SUBSETS, load_id_list
+from laionface.idlists import load_id_list
+from laionface.metaparts import SUBSETS, plan_parts
 from laionface.schema import CANDIDATES, validate
-from laionface.stages.select import SelectConfig, plan_parts, select
+from laionface.stages.select import SelectConfig, select
 
 PART_NAME = "part-{:05d}-5b54c5d5-bbcf-484d-a2ce-0d6f73df1a36-c000.snappy.parquet"
 
@@ -197,7 +198,7 @@ def test_duplicates_across_batches_and_no_pandas_import(tmp_path):
     assert status[250] == "duplicate_url" and status[280] == "duplicate_sample_id"
     assert status.count("kept") == 298 and results[0].status_counts == {"duplicate_sample_id": 1, "duplicate_url": 1, "kept": 298}
     assert tables[0]["row"].to_pylist() == list(range(300))
-    code = ("import sys; from laionface.stages.select import SelectConfig, plan_parts, select; "
+    code = ("import sys; from laionface.metaparts import plan_parts; from laionface.stages.select import SelectConfig, select; "
             f"select(plan_parts({str(meta)!r}), None, SelectConfig(), lambda p: __import__('pathlib').Path({str(tmp_path)!r}) / 'c.parquet'); "
             "assert 'pandas' not in sys.modules, 'select imported pandas'")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
@@ -230,6 +231,71 @@ def test_select_command_is_light_and_exits_fast_without_losing_output(tmp_path):
     assert lines[1] == f"candidates in {tmp_path / 'run' / 'candidates'}"
     assert lines[2] == "imported: []"  # the atexit handler ran, after the command's output
     assert pq.read_table(tmp_path / "run" / "candidates" / "part-00000.parquet").num_rows == 100
+
+
+def test_select_command_scans_the_first_part_before_the_heavy_imports(tmp_path):
+    """The ID list module loads polars only, so `laionface select` starts scanning the first
+    part's SAMPLE_IDs before numpy, pyarrow and the select stage import (~0.1 s of one core);
+    select itself starts each next part's scan while the current part is read."""
+    import subprocess
+    import sys
+
+    meta = tmp_path / "meta"
+    meta.mkdir()
+    lists = [[] for _ in range(32)]
+    for part in (0, 1):
+        rows = laion_rows(200, start=200 * part)
+        write_part(meta, part, rows)
+        lists[part] = [int(x) for x in rows["SAMPLE_ID"][::4]]
+    torch_style_pth(tmp_path / "ids.pth", lists)
+    code = ("import sys; import laionface.idlists as idlists; "
+            "light = [m for m in ('numpy', 'pyarrow') if m in sys.modules]; "
+            "prefetch = idlists.IdList.prefetch; "
+            "idlists.IdList.prefetch = lambda self, path, part: print('prefetch', part, light, "
+            "[m for m in ('numpy', 'pyarrow', 'laionface.stages.select') if m in sys.modules]) or prefetch(self, path, part); "
+            "from laionface.cli import main; "
+            f"sys.exit(main(['select', '--meta', {str(meta)!r}, '--ids', {str(tmp_path / 'ids.pth')!r}, '--out', {str(tmp_path / 'run')!r}]))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    lines = proc.stdout.splitlines()
+    assert lines[0] == "prefetch 0 [] []", proc.stdout
+    assert lines[1] == "prefetch 1 [] ['numpy', 'pyarrow', 'laionface.stages.select']", proc.stdout
+    assert lines[2:4] == ["part     0: 50 of 200 rows selected, 50 pass the rules", "part     1: 50 of 200 rows selected, 50 pass the rules"]
+
+
+def test_a_part_that_fails_leaves_no_scan_behind_for_a_later_select(tmp_path):
+    """select scans the next part while reading this one; when that part then fails (here: no URL
+    column), its scan is dropped, so a later select with the same ID list scans the file as it is
+    then, not as it was."""
+    from laionface.idlists import IdList
+
+    meta = tmp_path / "meta"
+    meta.mkdir()
+    first, second = laion_rows(100), laion_rows(100, start=100)
+    write_part(meta, 0, first)
+    broken = dict(second)
+    del broken["URL"]
+    write_part(meta, 1, broken)
+    import polars as pl
+
+    ids = IdList(per_part={0: pl.Series(first["SAMPLE_ID"][::2]), 1: pl.Series(second["SAMPLE_ID"][::2])})
+    results, _ = run_select(tmp_path, meta, ids)
+    assert results[0].error is None and "missing column URL" in results[1].error
+    assert ids._scans == {}
+    write_part(meta, 1, {k: v[::-1] for k, v in second.items()})  # fixed, and in another row order
+    results, tables = run_select(tmp_path, meta, ids, parts=(1,))
+    assert results[0].error is None, results[0].error
+    assert tables[1]["SAMPLE_ID"].to_pylist() == [int(x) for x in second["SAMPLE_ID"][::-1] if x in set(second["SAMPLE_ID"][::2])]
+
+
+def test_id_values_that_are_not_64_bit_integers_name_the_file(tmp_path):
+    path = tmp_path / "ids.parquet"
+    pq.write_table(pa.table({"SAMPLE_ID": ["12", "not-a-number"]}), path)
+    with pytest.raises(InputError, match="ids.parquet: SAMPLE_IDs must be 64-bit integers"):
+        load_id_list(path)
+    torch_style_pth(tmp_path / "ids.pth", [[1, 2**70]])
+    with pytest.raises(InputError, match="ids.pth: SAMPLE_IDs must be 64-bit integers"):
+        load_id_list(tmp_path / "ids.pth")
 
 
 def test_listed_ids_first_row_wins_across_windows_and_unlisted_windows_are_not_read(tmp_path, monkeypatch):
