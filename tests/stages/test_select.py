@@ -366,26 +366,48 @@ def test_read_ahead_keeps_order_bounds_what_is_in_flight_and_raises():
         list(_read_ahead(iter([read(0), failing, read(2)]), threads=2))
 
 
-def test_first_seen_marks_every_repeat_and_keeps_the_earliest():
-    """Duplicates by sorting: numpy's fast sort is not stable, so among equal values the earliest
-    row must still be the one kept, within a batch and against what earlier batches saw."""
-    from laionface.stages.select import _first_seen
+def test_seen_set_answers_like_a_python_set_and_keeps_few_runs():
+    """The duplicate rules' set: batches of distinct values (as polars' first-in-window flags
+    leave them) against everything added before, with negative, zero, sequential and extreme
+    IDs; new values become sorted runs that merge, so lookups search O(log n) runs."""
+    from laionface.stages.select import _SeenSet
 
     rng = np.random.default_rng(1)
-    seen = np.empty(0, np.int64)
-    earlier: set[int] = set()
-    for _ in range(4):
-        values = rng.integers(0, 5_000, 20_000)  # many ties, far past insertion-sort sizes
-        dup, seen = _first_seen(values, seen)
-        expected = []
-        for v in values.tolist():
-            expected.append(v in earlier)
-            earlier.add(v)
-        assert dup.tolist() == expected
-        assert seen.tolist() == sorted(earlier)
-    unique = rng.permutation(50_000).astype(np.int64)  # no ties: the fast path alone
-    dup, seen = _first_seen(unique, np.empty(0, np.int64))
-    assert not dup.any() and np.array_equal(seen, np.arange(50_000))
+    seen, reference = _SeenSet(), set()
+    pool = np.concatenate([rng.integers(-(2**63), 2**63 - 1, 30_000), np.arange(-50, 20_000), [-(2**63), 2**63 - 1]])
+    for size in [5_000] * 10 + [1, 0, 3, 20_000]:
+        batch = np.unique(rng.choice(pool, size))
+        rng.shuffle(batch)
+        got = seen.add(batch)
+        assert got.tolist() == [int(v) in reference for v in batch]
+        reference.update(int(v) for v in batch)
+        merged = np.concatenate(seen.runs)
+        assert sorted(merged.tolist()) == sorted(reference)
+        assert all(len(a) > 2 * len(b) for a, b in zip(seen.runs, seen.runs[1:])), [len(r) for r in seen.runs]
+        assert all(np.all(r[1:] > r[:-1]) for r in seen.runs)
+
+
+def test_duplicate_rules_keep_the_earliest_row_within_and_across_windows(tmp_path):
+    """Repeats inside one window and across windows and parts: the earliest row (part order, then
+    row order) keeps the URL or ID, every later one is marked, with and without an ID list."""
+    first, second = laion_rows(300), laion_rows(300, start=300)
+    first["URL"], second["URL"] = np.array(first["URL"], object), np.array(second["URL"], object)
+    first["URL"][[40, 41, 260]] = first["URL"][5]  # twice in the first window, once in the third
+    first["SAMPLE_ID"][[7, 8, 299]] = first["SAMPLE_ID"][2]
+    second["URL"][[0, 150]] = first["URL"][100]  # a URL the first part had
+    meta = tmp_path / "meta"
+    meta.mkdir()
+    write_part(meta, 0, first, row_group_size=100)
+    write_part(meta, 1, second, row_group_size=100)
+    expected = {(0, 40): "duplicate_url", (0, 41): "duplicate_url", (0, 260): "duplicate_url", (0, 7): "duplicate_sample_id",
+                (0, 8): "duplicate_sample_id", (0, 299): "duplicate_sample_id", (1, 0): "duplicate_url", (1, 150): "duplicate_url"}
+    ids = tmp_path / "ids.npy"
+    np.save(ids, np.concatenate([first["SAMPLE_ID"], second["SAMPLE_ID"]]))
+    for id_list in (None, load_id_list(ids)):
+        _, tables = run_select(tmp_path, meta, id_list, SelectConfig(batch_size=100))
+        marked = {(part, row): status for part, t in tables.items()
+                  for row, status in zip(t["row"].to_pylist(), t["status"].to_pylist()) if status != "kept"}
+        assert marked == expected, id_list
 
 
 def test_select_bounds_polars_allocator_retention_unless_the_user_set_it():
