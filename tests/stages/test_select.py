@@ -288,6 +288,27 @@ def test_a_part_that_fails_leaves_no_scan_behind_for_a_later_select(tmp_path):
     assert tables[1]["SAMPLE_ID"].to_pylist() == [int(x) for x in second["SAMPLE_ID"][::-1] if x in set(second["SAMPLE_ID"][::2])]
 
 
+def test_a_part_the_list_has_nothing_for_is_counted_and_never_scanned(tmp_path, monkeypatch):
+    """Per-part lists name nothing for some parts (the 20M subset's list is empty outside its 13
+    parts): such a part's rows are counted and its candidates file is empty, with no scan at all."""
+    import polars as pl
+
+    meta = tmp_path / "meta"
+    meta.mkdir()
+    for part in (0, 1):
+        write_part(meta, part, laion_rows(100, start=100 * part))
+    lists = [[] for _ in range(32)]
+    lists[0] = [int(x) for x in laion_rows(100)["SAMPLE_ID"][:10]]
+    torch_style_pth(tmp_path / "ids.pth", lists)
+    scanned = []
+    real_scan = pl.scan_parquet
+    monkeypatch.setattr(pl, "scan_parquet", lambda source, **kw: scanned.append(str(source)) or real_scan(source, **kw))
+    results, tables = run_select(tmp_path, meta, load_id_list(tmp_path / "ids.pth"))
+    assert [(r.part, r.input_rows, r.matched_rows, r.error) for r in results] == [(0, 100, 10, None), (1, 100, 0, None)]
+    assert tables[1].num_rows == 0 and tables[1].schema == CANDIDATES
+    assert scanned and not [s for s in scanned if PART_NAME.format(1) in s]
+
+
 def test_id_values_that_are_not_64_bit_integers_name_the_file(tmp_path):
     path = tmp_path / "ids.parquet"
     pq.write_table(pa.table({"SAMPLE_ID": ["12", "not-a-number"]}), path)
