@@ -185,12 +185,14 @@ class _Rules:
             checks.append(("low_laion_similarity", low, f"similarity below {c.min_similarity}"))
         return checks
 
-    def annotate(self, part: int, scan: pl.LazyFrame) -> pl.LazyFrame:
+    def annotate(self, part: int, scan: pl.LazyFrame, listed: bool) -> pl.LazyFrame:
         """The row-wise rule masks, URL hashes, keys and each value's first row in the window as
-        `__`-prefixed columns of the scan, computed on the reader threads."""
+        `__`-prefixed columns of the scan, computed on the reader threads. `listed`: the rows come
+        from an ID list, whose scan already found each ID's first row in the part."""
         exprs = {name: mask for name, mask, _ in self.checks if mask is not None}
         exprs["key"] = pl.format("{}_{}", pl.lit(f"{part:05d}"), pl.col("SAMPLE_ID").cast(pl.String).fill_null("x"))
-        exprs["sid_first"] = pl.col("SAMPLE_ID").is_first_distinct()
+        if not listed:
+            exprs["sid_first"] = pl.col("SAMPLE_ID").is_first_distinct()
         if self.config.drop_duplicate_urls:
             url_hash = pl.col("URL").fill_null("").hash(seed=0)
             exprs["url_hash"], exprs["url_first"] = url_hash, url_hash.is_first_distinct()
@@ -252,13 +254,13 @@ def _collect(rules: _Rules, mp: MetaPart, source: pa.Schema, present: list[str],
     """One window of a part: its listed rows (every row without an ID list), normalised and
     annotated with the row-wise rules and, when listed, `__first_id`."""
     if listed is None:
-        return rules.annotate(mp.part, _scan(mp.path, source, present, None, window)).collect()
+        return rules.annotate(mp.part, _scan(mp.path, source, present, None, window), listed=False).collect()
     start, count = window
     lo, hi = (int(listed["row"].search_sorted(bound)) for bound in (start, start + count))
     if lo == hi:
         return pl.DataFrame()  # nothing listed here: nothing to read
     mine = listed.slice(lo, hi - lo)
-    df = rules.annotate(mp.part, _scan(mp.path, source, present, mine["SAMPLE_ID"], window)).collect()
+    df = rules.annotate(mp.part, _scan(mp.path, source, present, mine["SAMPLE_ID"], window), listed=True).collect()
     if not df["row"].equals(mine["row"].cast(pl.Int64), check_names=False):  # two scans of one file disagree
         raise RuntimeError(f"rows {start}-{start + count}: the listed rows changed between reads")
     return df.with_columns(__first_id=mine["first"])
