@@ -45,7 +45,8 @@ class RayConfig:
             raise ConfigError(f"ray: detect_actors and score_actors >= 1, gpus_per_score_actor and download_cpus > 0, downloads_in_flight >= 0 (got {self})")
 
 
-_NOT_SHAPING = {"thread_count", "processes_count", "threads", "torch_threads", "batch_size", "prefetch", "device", "allow_private_addresses"}
+_NOT_SHAPING = {"thread_count", "processes_count", "threads", "torch_threads", "batch_size", "prefetch", "device", "allow_private_addresses",
+                "compression"}
 
 # stage key in YAML -> its settings class (module:name), in the order they run. A class is
 # imported when a pipeline uses its stage: the stage modules pull in PIL, pyarrow.compute and

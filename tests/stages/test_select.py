@@ -489,6 +489,31 @@ def test_read_threads_change_nothing_in_the_output_and_zero_is_refused(tmp_path)
         select(plan_parts(str(meta)), ids, SelectConfig(threads=0), lambda p: tmp_path / "x.parquet")
 
 
+def test_compression_setting_changes_the_codec_not_the_rows_or_the_config_hash(tmp_path):
+    """Candidates are uncompressed by default (select is CPU-bound); `compression` picks a codec,
+    the rows stay the same, the run's config hash too; an unknown codec is one config error."""
+    from laionface.errors import ConfigError
+    from laionface.pipeline import Pipeline
+
+    meta = tmp_path / "meta"
+    meta.mkdir()
+    write_part(meta, 0, laion_rows(300))
+    tables = {}
+    for codec in ("none", "snappy", "zstd"):
+        out = tmp_path / codec / "part-00000.parquet"
+        select(plan_parts(str(meta)), None, SelectConfig(compression=codec), lambda p, out=out: out)
+        meta_data = pq.ParquetFile(out).metadata
+        codecs = {meta_data.row_group(0).column(i).compression for i in range(meta_data.num_columns)}
+        assert codecs == {"UNCOMPRESSED" if codec == "none" else codec.upper()}, (codec, codecs)
+        tables[codec] = pq.read_table(out)
+    assert tables["none"].equals(tables["snappy"]) and tables["none"].equals(tables["zstd"])
+    assert SelectConfig().compression == "none"
+    hashes = {Pipeline().with_settings("select", compression=codec).hash for codec in ("none", "zstd")}
+    assert len(hashes) == 1
+    with pytest.raises(ConfigError, match="compression 'rar' is not one of none, snappy"):
+        select(plan_parts(str(meta)), None, SelectConfig(compression="rar"), lambda p: tmp_path / "x.parquet")
+
+
 def test_candidates_keep_statistics_only_where_a_reader_can_skip_by_them(tmp_path):
     """Min/max stay on ids, rows and statuses (DuckDB and pyarrow prune row groups with them);
     keys, URLs and captions in input order span everything, so they carry none."""
