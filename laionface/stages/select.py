@@ -271,14 +271,16 @@ def _collect(rules: _Rules, mp: MetaPart, source: pa.Schema, present: list[str],
 def _read_ahead(reads: Iterator[Callable[[], pl.DataFrame]], threads: int) -> Iterator[pl.DataFrame]:
     """The reads run `threads` at a time on threads, yielded in order while the caller works on
     the one before. A polars prefiltered collect keeps about one core busy, so two at once halve
-    the part's decode on two cores. Bounded: polars' own collect_batches and
-    sink_batches run the whole part ahead of a slow consumer and buffer it, so memory grew with
-    the part."""
+    the part's decode on two cores. One more read waits queued, so a thread that finishes while
+    the caller is still busy starts the next at once instead of idling (0.915 -> ~0.88 s per 2M
+    rows). Bounded: at most threads + 2 windows read ahead of the caller; polars' own
+    collect_batches and sink_batches run the whole part ahead of a slow consumer and buffer it,
+    so memory grew with the part."""
     with ThreadPoolExecutor(threads) as reader:
         pending: list = []
         for read in reads:
             pending.append(reader.submit(read))
-            if len(pending) > threads:
+            if len(pending) > threads + 1:
                 yield pending.pop(0).result()
         for done in pending:
             yield done.result()

@@ -352,8 +352,9 @@ def test_listed_ids_first_row_wins_across_windows_and_unlisted_windows_are_not_r
 
 
 def test_read_ahead_keeps_order_bounds_what_is_in_flight_and_raises():
-    """Windows are read two at a time but handed over in input order; no more than threads + 1
-    are read before the consumer takes one (memory stays bounded by windows, not the part)."""
+    """Windows are read two at a time but handed over in input order; one more waits queued, so
+    no reader idles while the consumer works, and no more than threads + 2 are started before
+    the consumer takes one (memory stays bounded by windows, not the part)."""
     import threading
     import time
 
@@ -376,9 +377,13 @@ def test_read_ahead_keeps_order_bounds_what_is_in_flight_and_raises():
 
     got = []
     for value in _read_ahead((read(i) for i in range(12)), threads=2):
-        assert len(started) <= value + 3  # at most threads + 1 read ahead of the one handed over
+        assert len(started) <= value + 4  # at most threads + 2 read ahead of the one handed over
         got.append(value)
     assert got == list(range(12)) and peak[0] == 2
+    started.clear()
+    for value in _read_ahead((read(i) for i in range(20, 30)), threads=2):
+        time.sleep(0.05)  # a slow consumer: meanwhile every queued read has started
+        assert len(started) >= min(10, value - 20 + 4), (value, started)
 
     def failing():
         raise OSError("corrupt row group")
