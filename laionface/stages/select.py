@@ -4,9 +4,9 @@ The ID list's rows of a part come first, from one scan of its SAMPLE_ID column
 (`IdList.rows_in`, started for the next part while this one is read). Then the part is read in
 windows of whole row groups, `threads` windows at a time (a polars prefiltered scan keeps about
 one core busy), only the listed rows decoded; types are normalised and the metadata rules
-applied to those rows only; memory is bounded by the windows in flight, not the part. Rows in the ID list that a rule drops stay in the candidates file with
-their status, so the funnel and an auditor see them; rows not in the ID list are not part of
-the dataset and are only counted.
+applied to those rows only; memory is bounded by the windows in flight, not the part. Rows in
+the ID list that a rule drops stay in the candidates file with their status, so the funnel and
+an auditor see them; rows not in the ID list are not part of the dataset and are only counted.
 """
 
 from __future__ import annotations
@@ -115,8 +115,8 @@ def _scan(path: Path, source: pa.Schema, present: list[str], listed: pl.Series |
 class _SeenSet:
     """The values the duplicate rules have seen (64-bit: URL hashes, SAMPLE_IDs) as sorted runs,
     each more than twice the next (a log-structured merge): a batch is looked up in every run with
-    its values sorted (binary searches that stay in cache), its new values become a run, and runs
-    of like size merge. O(n log n) over a run, where one sorted array copied on every insert was
+    its values sorted (neighbouring searches share their upper steps in cache), its new values
+    become a run, and runs of like size merge. O(n log n) over a run, where one sorted array copied on every insert was
     quadratic (12M URL hashes: 5.7 vs 14.8 s, benchmarks/seen_set_bench.py); 8 bytes a value."""
 
     def __init__(self) -> None:
@@ -272,8 +272,8 @@ def _read_ahead(reads: Iterator[Callable[[], pl.DataFrame]], threads: int) -> It
     """The reads run `threads` at a time on threads, yielded in order while the caller works on
     the one before. A polars prefiltered collect keeps about one core busy, so two at once halve
     the part's decode on two cores. One more read waits queued, so a thread that finishes while
-    the caller is still busy starts the next at once instead of idling (0.915 -> ~0.88 s per 2M
-    rows). Bounded: at most threads + 2 windows read ahead of the caller; polars' own
+    the caller is still busy starts the next at once instead of idling (1.040 -> 1.015 s per 2M
+    rows, median of 16). Bounded: at most threads + 2 windows read ahead of the caller; polars' own
     collect_batches and sink_batches run the whole part ahead of a slow consumer and buffer it,
     so memory grew with the part."""
     with ThreadPoolExecutor(threads) as reader:
